@@ -1,0 +1,171 @@
+"""``build_model`` / ``build_processor``: presets + local weights -> a model and its processor.
+
+Real parts come from local Hugging Face folders the user downloaded (nothing reaches a hub):
+``vision_tower=PATH`` (a CLIP or CLIPVision folder), ``language_model=PATH`` (any causal-LM folder, or a
+folder with a GGUF file: ``gguf_file=NAME``), ``tokenizer=PATH`` (defaults to the language model's).
+A tokenizer without ``<image>`` gets it as an added special token; its id becomes ``image_token_id``.
+The language model's vocabulary is *not* resized for it: image slots are looked up as id 0 and then
+overwritten by visual tokens (the official code's -200 sentinel, without the sentinel).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .configuration import LoupeConfig
+from .errors import LoupeError
+from .presets import get_preset
+from .templates import get_template
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and "name" not in v:
+            out[k] = _merge(out[k], v)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict) and v.get("name") == out[k].get("name"):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _check_folder(path, what: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise LoupeError(f"{what} folder not found: {p}")
+    if not p.is_dir():
+        raise LoupeError(f"{what} must be a folder in Hugging Face format, got a file: {p}")
+    return p
+
+
+def prepare_tokenizer(tokenizer, template: str | None = None):
+    """Add ``<image>`` (and a chat template when missing or requested); returns the tokenizer."""
+    if tokenizer.convert_tokens_to_ids("<image>") in (None, tokenizer.unk_token_id):
+        tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]}, replace_extra_special_tokens=False)
+    if template is not None and (tokenizer.chat_template is None or template != "auto"):
+        tokenizer.chat_template = get_template(template)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_tokenizer(path, template: str | None = None, gguf_file: str | None = None):
+    from transformers import AutoTokenizer
+
+    p = _check_folder(path, "tokenizer")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(p), local_files_only=True, gguf_file=gguf_file)
+    except Exception as e:
+        raise LoupeError(f"cannot load a tokenizer from {p}: {e}") from None
+    return prepare_tokenizer(tok, template)
+
+
+def tokenizer_for(preset: dict, tokenizer=None, language_model=None, gguf_file=None):
+    spec = preset.get("tokenizer") or {}
+    if tokenizer is not None and not isinstance(tokenizer, (str, Path)):
+        return prepare_tokenizer(tokenizer, None)
+    path = tokenizer or language_model
+    if path is not None:
+        tmpl = spec.get("template") if spec.get("kind") == "path" else None
+        return load_tokenizer(path, template=tmpl, gguf_file=gguf_file)
+    if spec.get("kind") == "tiny":
+        from .tokenizer import build_tiny_tokenizer
+
+        return build_tiny_tokenizer(spec["vocab_size"], spec["template"])
+    raise LoupeError(
+        f"preset {preset['config'].get('preset')!r} has no built-in tokenizer: pass tokenizer=PATH or "
+        f"language_model=PATH (a local Hugging Face folder)"
+    )
+
+
+def load_language_model(path, gguf_file: str | None = None, dtype=None):
+    """A causal LM from a local folder (safetensors/bin, or a GGUF file inside it)."""
+    from transformers import AutoModelForCausalLM
+
+    p = _check_folder(path, "language model")
+    if gguf_file is None and not (p / "config.json").exists():
+        ggufs = sorted(p.glob("*.gguf"))
+        if len(ggufs) == 1:
+            gguf_file = ggufs[0].name
+        else:
+            raise LoupeError(f"{p} is not a Hugging Face model folder (no config.json, and {len(ggufs)} .gguf files)")
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True, gguf_file=gguf_file, dtype=dtype)
+    except Exception as e:
+        raise LoupeError(f"cannot load a causal language model from {p}: {e}") from None
+    if gguf_file is not None:  # a GGUF-loaded model refuses save_pretrained: rebuild as a plain model
+        cfg = copy.deepcopy(lm.config)
+        if hasattr(cfg, "quantization_config"):
+            del cfg.quantization_config
+        plain = AutoModelForCausalLM.from_config(cfg)
+        plain.load_state_dict(lm.state_dict(), strict=True)
+        lm = plain
+    return lm
+
+
+def build_config(preset: str, **overrides: Any) -> LoupeConfig:
+    p = get_preset(preset)
+    return LoupeConfig(**_merge(p["config"], overrides))
+
+
+def build_model(
+    preset: str,
+    vision_tower: str | None = None,
+    language_model: str | None = None,
+    tokenizer: Any = None,
+    gguf_file: str | None = None,
+    **overrides: Any,
+):
+    """A :class:`~loupe.LoupeForConditionalGeneration` from a preset (works under ``torch.device("meta")``).
+
+    ``overrides`` are merged into the preset's config (``connector={"pool": 2}`` keeps the connector name).
+    """
+    from .modeling import LoupeForConditionalGeneration
+
+    p = get_preset(preset)
+    cfg_kwargs = _merge(p["config"], overrides)
+    lm = None
+    if language_model is not None:
+        lm = load_language_model(language_model, gguf_file=gguf_file)
+        cfg_kwargs["text_config"] = lm.config.to_dict()
+    if language_model is not None or tokenizer is not None:
+        tok = tokenizer_for(p, tokenizer=tokenizer, language_model=language_model, gguf_file=gguf_file)
+        cfg_kwargs["image_token_id"] = tok.convert_tokens_to_ids("<image>")
+    config = LoupeConfig(**cfg_kwargs)
+    model = LoupeForConditionalGeneration(config)
+    if lm is not None:
+        model.language_model = lm
+    if vision_tower is not None:
+        model.vision_tower.load_pretrained(vision_tower)
+    return model
+
+
+def build_processor(preset_or_dir: str, tokenizer: Any = None, language_model: str | None = None,
+                    gguf_file: str | None = None, **overrides: Any):
+    """A :class:`~loupe.LoupeProcessor` for a preset name or a saved Loupe folder."""
+    from .processing import LoupeImageProcessor, LoupeProcessor
+
+    p = Path(str(preset_or_dir))
+    if p.is_dir():
+        if not ((p / "processor_config.json").exists() or (p / "preprocessor_config.json").exists()):
+            raise LoupeError(f"{p} holds no saved Loupe processor (processor_config.json)")
+        return LoupeProcessor.from_pretrained(str(p), local_files_only=True)
+    preset = get_preset(str(preset_or_dir))
+    cfg = _merge(preset["config"], overrides)
+    image_processor = LoupeImageProcessor(slicer=cfg.get("slicer"), vision=cfg.get("vision"), connector=cfg.get("connector"))
+    tok = tokenizer_for(preset, tokenizer=tokenizer, language_model=language_model, gguf_file=gguf_file)
+    return LoupeProcessor(image_processor=image_processor, tokenizer=tok)
+
+
+def build(preset: str, **kwargs):
+    """(model, processor) built together, so ``image_token_id`` agrees."""
+    tok_keys = {"tokenizer", "language_model", "gguf_file"}
+    proc = build_processor(preset, **{k: v for k, v in kwargs.items() if k in tok_keys})
+    model = build_model(preset, tokenizer=proc.tokenizer, **{k: v for k, v in kwargs.items() if k != "tokenizer"})
+    return model, proc

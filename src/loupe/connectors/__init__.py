@@ -1,0 +1,10 @@
+"""Connectors: features + layout -> visual token embeddings. One file per connector."""
+
+from ..registry import CONNECTORS
+from .base import Connector
+from . import mlp  # noqa: F401  (registers "mlp")
+
+get = CONNECTORS.get
+names = CONNECTORS.names
+
+__all__ = ["Connector", "get", "names"]

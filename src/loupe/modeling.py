@@ -1,0 +1,188 @@
+"""``LoupeForConditionalGeneration``: the one model class every method uses; methods are parts.
+
+Data path (``forward``), top to bottom::
+
+    image_sizes --slicer.plan--> layouts        (pure geometry, the same call the processor made)
+    pixel_values --vision_tower--> (tiles, gh, gw, C) feature maps
+    features + layouts --connector--> one (n_i, D) tensor of visual tokens per image
+    scatter them into the ``<image>`` slots of the text embeddings --language_model--> logits, loss
+
+The language model is any ``AutoModelForCausalLM`` (wrapped, not re-implemented: no mixin per LLM).
+Images appear in ``input_ids`` as runs of ``image_token_id``, one id per visual token, expanded by the
+processor from the same geometry; a mismatch raises a :class:`LoupeError` naming both counts.
+Labels at image positions are forced to -100. ``generate`` comes from ``GenerationMixin``: pixel inputs
+are used at prefill only and the KV cache does the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import ModelOutput
+
+from .configuration import LoupeConfig
+from .errors import LoupeError
+from .geometry import ImageGeometry
+from .registry import CONNECTORS, ENCODERS
+
+
+@dataclass
+class LoupeCausalLMOutput(ModelOutput):
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    past_key_values: object | None = None
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+    image_hidden_states: list | None = None
+    lm_loss: torch.FloatTensor | None = None
+    aux_losses: dict | None = None
+
+
+class LoupePreTrainedModel(PreTrainedModel):
+    config: LoupeConfig
+    config_class = LoupeConfig
+    base_model_prefix = ""
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _skip_keys_device_placement = ["past_key_values"]
+
+
+class LoupeForConditionalGeneration(LoupePreTrainedModel, GenerationMixin):
+    def __init__(self, config: LoupeConfig):
+        super().__init__(config)
+        self.geometry = ImageGeometry.from_config(config)
+        enc_cls = ENCODERS.get(config.vision["name"])
+        self.vision_tower = enc_cls(ENCODERS.config(config.vision))
+        con_cls = CONNECTORS.get(config.connector["name"])
+        self.connector = con_cls(
+            CONNECTORS.config(config.connector), in_dim=self.vision_tower.out_dim, out_dim=config.text_config.hidden_size
+        )
+        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self._no_split_modules = list(
+            dict.fromkeys(
+                list(self.vision_tower.no_split_modules)
+                + list(self.connector.no_split_modules)
+                + list(getattr(self.language_model, "_no_split_modules", None) or [])
+            )
+        )
+        self.post_init()
+
+    # --- embeddings plumbing (delegated to the wrapped LM) -------------------------------------------
+    def get_input_embeddings(self):
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self):
+        return self.language_model.get_output_embeddings()
+
+    def set_output_embeddings(self, value):
+        self.language_model.set_output_embeddings(value)
+
+    # --- images ----------------------------------------------------------------------------------------
+    def layouts(self, image_sizes: torch.Tensor | Sequence) -> list:
+        """Layouts from ``image_sizes`` rows (height, width), via the same pure geometry as the processor."""
+        rows = image_sizes.tolist() if isinstance(image_sizes, torch.Tensor) else list(image_sizes)
+        return [self.geometry.layout((int(w), int(h))) for h, w in rows]
+
+    def get_image_features(self, pixel_values: torch.Tensor, image_sizes) -> list[torch.Tensor]:
+        """One (num_tokens_i, D) tensor per image, in order."""
+        layouts = self.layouts(image_sizes)
+        n_tiles = sum(lay.num_tiles for lay in layouts)
+        if pixel_values.shape[0] != n_tiles:
+            raise LoupeError(
+                f"pixel_values has {pixel_values.shape[0]} tiles but the layouts of the {len(layouts)} image(s) "
+                f"need {n_tiles}; pass the processor's pixel_values and image_sizes together"
+            )
+        features = self.vision_tower(pixel_values)
+        self.connector.aux_losses = {}
+        embeds = self.connector(
+            features, layouts, pixel_values=pixel_values, embed_tokens=self.get_input_embeddings()
+        )
+        for i, (e, lay) in enumerate(zip(embeds, layouts)):
+            expected = self.geometry.num_tokens(lay)
+            if e.shape[0] != expected:  # a connector bug, never a user error
+                raise LoupeError(f"connector produced {e.shape[0]} tokens for image {i}, its geometry says {expected}")
+        return embeds
+
+    def _merge(self, input_ids, inputs_embeds, pixel_values, image_sizes):
+        image_mask = input_ids == self.config.image_token_id
+        n_slots = int(image_mask.sum())
+        if pixel_values is None:
+            if n_slots:
+                raise LoupeError(f"input_ids hold {n_slots} image-token slots but no pixel_values were given")
+            return inputs_embeds, None
+        if image_sizes is None:
+            raise LoupeError("pixel_values given without image_sizes")
+        embeds = self.get_image_features(pixel_values, image_sizes)
+        flat = torch.cat(embeds, 0).to(inputs_embeds.dtype) if embeds else inputs_embeds.new_zeros(0, inputs_embeds.shape[-1])
+        if flat.shape[0] != n_slots:
+            per_image = [int(e.shape[0]) for e in embeds]
+            raise LoupeError(
+                f"image features and image tokens do not match: input_ids hold {n_slots} <image> slots, the "
+                f"{len(embeds)} image(s) give {flat.shape[0]} tokens ({per_image}); was the prompt truncated, or "
+                f"processed with another configuration?"
+            )
+        inputs_embeds = inputs_embeds.masked_scatter(image_mask.unsqueeze(-1).to(inputs_embeds.device), flat)
+        return inputs_embeds, embeds
+
+    # --- forward ---------------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_sizes: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> LoupeCausalLMOutput:
+        image_embeds = None
+        if inputs_embeds is None:
+            if input_ids is None:
+                raise LoupeError("give input_ids or inputs_embeds")
+            # image slots are looked up as id 0 and overwritten below, so image_token_id need not be in the
+            # LM's vocabulary (LLaVA's -200 sentinel, without a sentinel in input_ids)
+            ids = input_ids.masked_fill(input_ids == self.config.image_token_id, 0)
+            inputs_embeds = self.get_input_embeddings()(ids)
+            inputs_embeds, image_embeds = self._merge(input_ids, inputs_embeds, pixel_values, image_sizes)
+        elif pixel_values is not None:
+            raise LoupeError("pass pixel_values with input_ids, not with inputs_embeds")
+        if labels is not None and input_ids is not None:
+            labels = labels.masked_fill(input_ids == self.config.image_token_id, -100)
+        out = self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            labels=labels,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
+        loss, aux = out.loss, dict(self.connector.aux_losses) if image_embeds is not None else {}
+        if loss is not None and aux:
+            loss = loss + sum(aux.values())
+        return LoupeCausalLMOutput(
+            loss=loss,
+            logits=out.logits,
+            past_key_values=out.past_key_values,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+            image_hidden_states=image_embeds,
+            lm_loss=out.loss,
+            aux_losses=aux or None,
+        )

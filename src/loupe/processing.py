@@ -1,0 +1,231 @@
+"""``LoupeProcessor``: images + text -> the tensors the model needs, with exact visual-token counts.
+
+``LoupeImageProcessor`` loads each image safely (:mod:`loupe.images`), slices it with the configured
+slicer and normalises the tiles with the vision encoder's mean/std. ``LoupeProcessor`` expands every
+``<image>`` in the text into exactly ``num_image_tokens(image)`` image-token ids — computed by the same
+:class:`~loupe.geometry.ImageGeometry` the model uses, without running the model — then tokenises.
+
+Outputs (a ``BatchFeature``):
+
+* ``input_ids``, ``attention_mask`` — padded (right by default, ``padding_side="left"`` for generation);
+* ``pixel_values`` — (total_tiles, 3, h, w) float32: the tiles of all images of the batch, images in the
+  order their ``<image>`` appears, tiles in layout order (a flat list, not padded per sample);
+* ``image_sizes`` — (num_images, 2) int64 rows of (height, width), like transformers'.
+
+``images`` may be one image, a flat list (assigned to ``<image>`` slots in order) or a list of lists (one
+list per text; checked per sample). Images may be paths, bytes, PIL images or arrays, in any mode.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import BatchFeature, ProcessorMixin
+from transformers.image_processing_utils import BaseImageProcessor
+
+from .errors import LoupeError
+from .geometry import ImageGeometry
+from .images import DEFAULT_MAX_PIXELS, check_size, load_image
+from .registry import CONNECTORS, ENCODERS, SLICERS
+from .slicers import normalize
+
+
+class LoupeImageProcessor(BaseImageProcessor):
+    model_input_names = ["pixel_values", "image_sizes"]
+
+    def __init__(
+        self,
+        slicer: dict | None = None,
+        vision: dict | None = None,
+        connector: dict | None = None,
+        max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
+        **kwargs,
+    ):
+        kwargs.pop("image_processor_type", None)
+        super().__init__(**kwargs)
+        self.slicer = SLICERS.normalise(slicer or {"name": "pad"})
+        self.vision = ENCODERS.normalise(vision or {"name": "clip"})
+        self.connector = CONNECTORS.normalise(connector or {"name": "mlp"})
+        self.max_image_pixels = max_image_pixels
+
+    @classmethod
+    def from_config(cls, config, **kwargs) -> "LoupeImageProcessor":
+        return cls(slicer=config.slicer, vision=config.vision, connector=config.connector, **kwargs)
+
+    @cached_property
+    def geometry(self) -> ImageGeometry:
+        return ImageGeometry(self.slicer, self.vision, self.connector)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        d.pop("geometry", None)
+        return d
+
+    @property
+    def image_mean(self):
+        return self.vision.get("image_mean")
+
+    @property
+    def image_std(self):
+        return self.vision.get("image_std")
+
+    def __call__(self, images, return_tensors: str | None = "pt", **kwargs) -> BatchFeature:
+        return self.preprocess(images, return_tensors=return_tensors, **kwargs)
+
+    def preprocess(self, images, return_tensors: str | None = "pt", **kwargs) -> BatchFeature:
+        features, _ = self.process(images)
+        return features
+
+    def process(self, images: Sequence) -> tuple[BatchFeature, list]:
+        """Slice and normalise a flat list of images; also return their layouts."""
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        slicer = self.geometry.slicer
+        tiles, layouts, sizes = [], [], []
+        for img in images:
+            pil = load_image(img, max_pixels=self.max_image_pixels)
+            t, layout = slicer.slice(pil)
+            tiles.extend(t)
+            layouts.append(layout)
+            sizes.append((pil.size[1], pil.size[0]))
+        if not tiles:
+            return BatchFeature({}), []
+        shapes = {t.shape for t in tiles}
+        if len(shapes) == 1:
+            batch = np.stack(tiles)
+        else:  # native-aspect tiles: zero-pad to the largest; the layout records each tile's true size
+            hmax = max(s[0] for s in shapes)
+            wmax = max(s[1] for s in shapes)
+            batch = np.zeros((len(tiles), hmax, wmax, 3), dtype=np.uint8)
+            for i, t in enumerate(tiles):
+                batch[i, : t.shape[0], : t.shape[1]] = t
+        pixel_values = normalize(batch, self.image_mean, self.image_std)
+        data = {
+            "pixel_values": torch.from_numpy(pixel_values),
+            "image_sizes": torch.tensor(sizes, dtype=torch.long),
+        }
+        return BatchFeature(data), layouts
+
+
+def _image_size(image) -> tuple[int, int]:
+    """(width, height) without decoding pixels where possible."""
+    if isinstance(image, Image.Image):
+        return image.size
+    if isinstance(image, np.ndarray):
+        return int(image.shape[1]), int(image.shape[0])
+    if isinstance(image, (tuple, list)) and len(image) == 2 and all(isinstance(v, (int, np.integer)) for v in image):
+        return int(image[0]), int(image[1])
+    if isinstance(image, (str, os.PathLike)):
+        if not Path(image).exists():
+            raise LoupeError(f"image file not found: {image}")
+        try:
+            with Image.open(image) as im:
+                return im.size
+        except Exception as e:
+            raise LoupeError(f"cannot read image {image}: {e}") from None
+    raise LoupeError(f"cannot tell the size of {type(image).__name__}; give an image, a path or (width, height)")
+
+
+class LoupeProcessor(ProcessorMixin):
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        if chat_template is None and tokenizer is not None:
+            chat_template = getattr(tokenizer, "chat_template", None)
+        super().__init__(image_processor, tokenizer, chat_template=chat_template, **kwargs)
+        self.image_token = "<image>"
+        if tokenizer is not None:
+            tid = tokenizer.convert_tokens_to_ids(self.image_token)
+            if tid is None or tid == tokenizer.unk_token_id:
+                raise LoupeError(f"the tokenizer has no {self.image_token!r} token; add it as a special token")
+            self.image_token_id = tid
+
+    # --- counting ---------------------------------------------------------------------------------------
+    def num_image_tokens(self, image) -> int:
+        """Exact number of visual tokens ``image`` (image, path, array or (width, height)) becomes."""
+        w, h = _image_size(image)
+        check_size(w, h, self.image_processor.max_image_pixels, name=f"image of {w}x{h}")
+        return self.image_processor.geometry.num_tokens((w, h))
+
+    def _get_num_multimodal_tokens(self, image_sizes=None, **kwargs):
+        """transformers/vLLM hook: token counts per image from (height, width) sizes."""
+        from transformers.processing_utils import MultiModalData
+
+        counts = [self.image_processor.geometry.num_tokens((int(w), int(h))) for h, w in (image_sizes or [])]
+        return MultiModalData(num_image_tokens=counts, num_image_patches=[
+            self.image_processor.geometry.layout((int(w), int(h))).num_tiles for h, w in (image_sizes or [])
+        ])
+
+    # --- main call --------------------------------------------------------------------------------------
+    def __call__(
+        self,
+        images=None,
+        text: str | list[str] | None = None,
+        return_tensors: str | None = "pt",
+        padding: bool | str = True,
+        padding_side: str | None = None,
+        add_special_tokens: bool = True,
+        **kwargs,
+    ) -> BatchFeature:
+        if text is None:
+            raise LoupeError("LoupeProcessor needs text (use '<image>' where each image goes)")
+        texts = [text] if isinstance(text, str) else list(text)
+        flat = _flatten_images(images, texts, self.image_token)
+        features, layouts = self.image_processor.process(flat) if flat else (BatchFeature({}), [])
+        counts = [self.image_processor.geometry.num_tokens(lay) for lay in layouts]
+        expanded, k = [], 0
+        for t in texts:
+            parts = t.split(self.image_token)
+            out = [parts[0]]
+            for p in parts[1:]:
+                out.append(self.image_token * counts[k])
+                out.append(p)
+                k += 1
+            expanded.append("".join(out))
+        enc = self.tokenizer(
+            expanded,
+            padding=padding,
+            padding_side=padding_side,
+            add_special_tokens=add_special_tokens,
+            return_tensors=return_tensors,
+            **kwargs,
+        )
+        data = dict(enc)
+        data.update(features)
+        return BatchFeature(data, tensor_type=None)
+
+    @property
+    def model_input_names(self):
+        return ["input_ids", "attention_mask", "pixel_values", "image_sizes"]
+
+
+def _flatten_images(images, texts: list[str], token: str) -> list:
+    wanted = [t.count(token) for t in texts]
+    if images is None:
+        images = []
+    elif not isinstance(images, (list, tuple)):
+        images = [images]
+    nested = len(images) > 0 and all(isinstance(x, (list, tuple)) and not _is_size(x) for x in images)
+    if nested:
+        if len(images) != len(texts):
+            raise LoupeError(f"got {len(images)} image lists for {len(texts)} texts; give one list per text")
+        for i, (w, imgs) in enumerate(zip(wanted, images)):
+            if w != len(imgs):
+                raise LoupeError(
+                    f"sample {i} has {w} {token} placeholder(s) but {len(imgs)} image(s) were given for it"
+                )
+        return [x for imgs in images for x in imgs]
+    if sum(wanted) != len(images):
+        per = ", ".join(f"sample {i}: {w}" for i, w in enumerate(wanted))
+        raise LoupeError(
+            f"the text has {sum(wanted)} {token} placeholder(s) ({per}) but {len(images)} image(s) were given"
+        )
+    return list(images)
+
+
+def _is_size(x) -> bool:
+    return isinstance(x, tuple) and len(x) == 2 and all(isinstance(v, int) for v in x)

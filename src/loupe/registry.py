@@ -1,0 +1,98 @@
+"""One small registry type, used by every kind of part (slicers, encoders, connectors).
+
+A part registers its id once, where it is defined (lmms-eval's ``@register_model``)::
+
+    @SLICERS.register("pad")
+    class PadSlicer(Slicer):
+        @dataclass
+        class Config: ...
+
+Each part class carries a ``Config`` dataclass: the typed, strict schema of its options. Configurations
+travel as plain dicts ``{"name": "pad", "tile_size": 336, ...}`` inside :class:`~loupe.LoupeConfig`
+(so they serialise to ``config.json``); :meth:`Registry.config` turns such a dict into the dataclass and
+rejects unknown keys with the list of valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Generic, TypeVar
+
+from .errors import LoupeError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: dict[str, type] = {}
+
+    def register(self, name: str) -> Callable[[type], type]:
+        def deco(cls: type) -> type:
+            if name in self._items and self._items[name] is not cls:
+                raise LoupeError(f"{self.kind} {name!r} is registered twice ({self._items[name]} and {cls})")
+            if not dataclasses.is_dataclass(getattr(cls, "Config", None)):
+                raise LoupeError(f"{self.kind} {name!r}: class {cls.__name__} needs a dataclass `Config`")
+            cls.registry_name = name
+            self._items[name] = cls
+            return cls
+
+        return deco
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def get(self, name: str) -> type:
+        try:
+            return self._items[name]
+        except KeyError:
+            raise LoupeError(f"unknown {self.kind} {name!r}; registered: {', '.join(self.names())}") from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._items
+
+    def config(self, spec: dict[str, Any] | Any) -> Any:
+        """Turn ``{"name": ..., **options}`` into the part's ``Config`` dataclass (strict: unknown keys fail)."""
+        if dataclasses.is_dataclass(spec) and not isinstance(spec, type):
+            return spec
+        if not isinstance(spec, dict) or "name" not in spec:
+            raise LoupeError(f"a {self.kind} configuration must be a dict with a 'name' key, got {spec!r}")
+        cls = self.get(spec["name"])
+        fields = {f.name for f in dataclasses.fields(cls.Config)}
+        options = {k: v for k, v in spec.items() if k != "name"}
+        unknown = sorted(set(options) - fields)
+        if unknown:
+            raise LoupeError(
+                f"unknown option(s) {unknown} for {self.kind} {spec['name']!r}; valid: {', '.join(sorted(fields))}"
+            )
+        try:
+            return cls.Config(**options)
+        except (TypeError, ValueError) as e:
+            raise LoupeError(f"bad options for {self.kind} {spec['name']!r}: {e}") from None
+
+    def to_dict(self, cfg: Any) -> dict[str, Any]:
+        """The serialisable dict of a Config dataclass, ``name`` first."""
+        for name, cls in self._items.items():
+            if isinstance(cfg, cls.Config):
+                return {"name": name, **_jsonable(dataclasses.asdict(cfg))}
+        raise LoupeError(f"{cfg!r} is not the Config of any registered {self.kind}")
+
+    def normalise(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Validate a dict and fill in defaults."""
+        return self.to_dict(self.config(spec))
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, list):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    return x
+
+
+SLICERS: Registry = Registry("slicer")
+ENCODERS: Registry = Registry("vision encoder")
+CONNECTORS: Registry = Registry("connector")
