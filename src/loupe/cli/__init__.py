@@ -1,0 +1,1 @@
+"""The ``loupe`` command: thin, one module per subcommand, no logic of its own."""
