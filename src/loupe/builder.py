@@ -48,17 +48,28 @@ def prepare_tokenizer(tokenizer, template: str | None = None):
     """Add ``<image>`` (and a chat template when missing or requested); returns the tokenizer."""
     if tokenizer.convert_tokens_to_ids("<image>") in (None, tokenizer.unk_token_id):
         tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]}, replace_extra_special_tokens=False)
-    if template is not None and (tokenizer.chat_template is None or template != "auto"):
+    if template is not None:
         tokenizer.chat_template = get_template(template)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
+def _gguf_in(p: Path, gguf_file: str | None, what: str) -> str | None:
+    """The GGUF file to read in a folder with no config.json (the only ``*.gguf`` there), else None."""
+    if gguf_file is not None or (p / "config.json").exists() or (p / "tokenizer.json").exists():
+        return gguf_file
+    ggufs = sorted(p.glob("*.gguf"))
+    if len(ggufs) == 1:
+        return ggufs[0].name
+    raise LoupeError(f"{p} is not a Hugging Face {what} folder (no config.json, and {len(ggufs)} .gguf files)")
+
+
 def load_tokenizer(path, template: str | None = None, gguf_file: str | None = None):
     from transformers import AutoTokenizer
 
     p = _check_folder(path, "tokenizer")
+    gguf_file = _gguf_in(p, gguf_file, "tokenizer")
     try:
         tok = AutoTokenizer.from_pretrained(str(p), local_files_only=True, gguf_file=gguf_file)
     except Exception as e:
@@ -66,18 +77,23 @@ def load_tokenizer(path, template: str | None = None, gguf_file: str | None = No
     return prepare_tokenizer(tok, template)
 
 
-def tokenizer_for(preset: dict, tokenizer=None, language_model=None, gguf_file=None):
+def tokenizer_for(preset: dict, tokenizer=None, language_model=None, gguf_file=None, chat_template=None):
+    """The tokenizer of a preset: given, loaded from a folder, or built (tiny presets).
+
+    ``chat_template`` names a Loupe template (:mod:`loupe.templates`) to install; by default a loaded
+    tokenizer gets the preset's template for real-size presets and keeps its own otherwise.
+    """
     spec = preset.get("tokenizer") or {}
     if tokenizer is not None and not isinstance(tokenizer, (str, Path)):
-        return prepare_tokenizer(tokenizer, None)
+        return prepare_tokenizer(tokenizer, chat_template)
     path = tokenizer or language_model
     if path is not None:
-        tmpl = spec.get("template") if spec.get("kind") == "path" else None
+        tmpl = chat_template or (spec.get("template") if spec.get("kind") == "path" else None)
         return load_tokenizer(path, template=tmpl, gguf_file=gguf_file)
     if spec.get("kind") == "tiny":
         from .tokenizer import build_tiny_tokenizer
 
-        return build_tiny_tokenizer(spec["vocab_size"], spec["template"])
+        return build_tiny_tokenizer(spec["vocab_size"], chat_template or spec["template"])
     raise LoupeError(
         f"preset {preset['config'].get('preset')!r} has no built-in tokenizer: pass tokenizer=PATH or "
         f"language_model=PATH (a local Hugging Face folder)"
@@ -89,12 +105,7 @@ def load_language_model(path, gguf_file: str | None = None, dtype=None):
     from transformers import AutoModelForCausalLM
 
     p = _check_folder(path, "language model")
-    if gguf_file is None and not (p / "config.json").exists():
-        ggufs = sorted(p.glob("*.gguf"))
-        if len(ggufs) == 1:
-            gguf_file = ggufs[0].name
-        else:
-            raise LoupeError(f"{p} is not a Hugging Face model folder (no config.json, and {len(ggufs)} .gguf files)")
+    gguf_file = _gguf_in(p, gguf_file, "model")
     try:
         lm = AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True, gguf_file=gguf_file, dtype=dtype)
     except Exception as e:
@@ -147,7 +158,7 @@ def build_model(
 
 
 def build_processor(preset_or_dir: str, tokenizer: Any = None, language_model: str | None = None,
-                    gguf_file: str | None = None, **overrides: Any):
+                    gguf_file: str | None = None, chat_template: str | None = None, **overrides: Any):
     """A :class:`~loupe.LoupeProcessor` for a preset name or a saved Loupe folder."""
     from .processing import LoupeImageProcessor, LoupeProcessor
 
@@ -159,13 +170,15 @@ def build_processor(preset_or_dir: str, tokenizer: Any = None, language_model: s
     preset = get_preset(str(preset_or_dir))
     cfg = _merge(preset["config"], overrides)
     image_processor = LoupeImageProcessor(slicer=cfg.get("slicer"), vision=cfg.get("vision"), connector=cfg.get("connector"))
-    tok = tokenizer_for(preset, tokenizer=tokenizer, language_model=language_model, gguf_file=gguf_file)
+    tok = tokenizer_for(preset, tokenizer=tokenizer, language_model=language_model, gguf_file=gguf_file,
+                        chat_template=chat_template)
     return LoupeProcessor(image_processor=image_processor, tokenizer=tok)
 
 
 def build(preset: str, **kwargs):
     """(model, processor) built together, so ``image_token_id`` agrees."""
-    tok_keys = {"tokenizer", "language_model", "gguf_file"}
+    tok_keys = {"tokenizer", "language_model", "gguf_file", "chat_template"}
     proc = build_processor(preset, **{k: v for k, v in kwargs.items() if k in tok_keys})
-    model = build_model(preset, tokenizer=proc.tokenizer, **{k: v for k, v in kwargs.items() if k != "tokenizer"})
+    rest = {k: v for k, v in kwargs.items() if k not in ("tokenizer", "chat_template")}
+    model = build_model(preset, tokenizer=proc.tokenizer, **rest)
     return model, proc

@@ -1,0 +1,1 @@
+"""Chat and serving on top of a saved Loupe model."""
