@@ -2,7 +2,7 @@
 
 from ..registry import ENCODERS
 from .base import VisionEncoder
-from . import clip  # noqa: F401  (registers "clip")
+from . import clip, convnext  # noqa: F401  (register "clip", "convnext")
 
 get = ENCODERS.get
 names = ENCODERS.names
