@@ -103,7 +103,7 @@ class LoupeForConditionalGeneration(LoupePreTrainedModel, GenerationMixin):
                 f"pixel_values has {pixel_values.shape[0]} tiles but the layouts of the {len(layouts)} image(s) "
                 f"need {n_tiles}; pass the processor's pixel_values and image_sizes together"
             )
-        features = self.vision_tower(pixel_values)
+        features = self.vision_tower(pixel_values, layouts=layouts)
         self.connector.aux_losses = {}
         embeds = self.connector(
             features, layouts, pixel_values=pixel_values, embed_tokens=self.get_input_embeddings()

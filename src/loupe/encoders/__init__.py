@@ -2,7 +2,7 @@
 
 from ..registry import ENCODERS
 from .base import VisionEncoder
-from . import clip, convnext  # noqa: F401  (register "clip", "convnext")
+from . import clip, convnext, tinyconv  # noqa: F401  (register "clip", "convnext", "tinyconv")
 
 get = ENCODERS.get
 names = ENCODERS.names

@@ -1,5 +1,9 @@
 """The vision-encoder part: tiles (N, 3, H, W) -> feature maps (N, gh, gw, C), channels last.
 
+``forward(pixel_values, layouts=None)``: ``layouts`` (one :class:`~loupe.slicers.Layout` per image, tiles in
+order) lets an encoder use where each tile sits in the image (e.g. whole-image position features);
+encoders that do not need it ignore it.
+
 An encoder owns its accounting: :meth:`VisionEncoder.feature_grid` (pure: the feature-map size of a tile
 size, no weights), :attr:`out_dim` (channels), and ``image_mean``/``image_std`` (the normalisation its
 weights expect), which the processor uses.
@@ -45,5 +49,5 @@ class VisionEncoder(nn.Module):
     def load_pretrained(self, path: str) -> None:  # pragma: no cover - per encoder
         raise NotImplementedError(f"{type(self).__name__} cannot load pretrained weights")
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    def forward(self, pixel_values: torch.Tensor, layouts=None) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -73,7 +73,7 @@ class CLIPEncoder(VisionEncoder):
     def output_dim(cls, config) -> int:
         return int(config.hf_config.get("hidden_size", 768))
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixel_values: torch.Tensor, layouts=None) -> torch.Tensor:
         """(N, 3, H, W) -> (N, H/p, W/p, C)."""
         vm = self.vision_model
         n, _, h, w = pixel_values.shape

@@ -306,7 +306,7 @@ class ConvNeXtEncoder(VisionEncoder):
     def dtype(self) -> torch.dtype:
         return self.convnext.embeddings.patch_embeddings.weight.dtype
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixel_values: torch.Tensor, layouts=None) -> torch.Tensor:
         """(N, 3, H, W) -> (N, H // stride, W // stride, C) channels-last, row-major tokens."""
         s = self.stride(self.config)
         if min(pixel_values.shape[-2:]) < s:

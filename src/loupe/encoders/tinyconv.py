@@ -1,0 +1,109 @@
+"""``tinyconv`` — a small from-scratch vision encoder for CPU demos (a stand-in for CLIP, not a paper part).
+
+Measured design that learns a fine-detail task in minutes on 2 cores (``../shared/specs/demo-learning-facts.md``):
+a conv stem of three 3x3 stride-2 convs (3 -> 32 -> 64 -> ``width``, GELU) giving one token per 8x8 patch;
+plus a learned in-view position embedding, a role embedding (overview / local / global tile) and a linear
+map of Fourier features of each patch centre in **whole-image coordinates** (so tiles and the overview
+share one coordinate system; needs the layouts); ``depth`` pre-LN transformer blocks; a final LayerNorm.
+Pixels are normalised with mean 0.5 / std 0.25.
+
+Shapes: (N, 3, H, W) -> (N, H/8, W/8, width).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..registry import ENCODERS
+from .base import VisionEncoder
+
+ROLES = {"overview": 0, "local": 1, "global": 2}
+
+
+def fourier_features(xy: torch.Tensor, n_freq: int) -> torch.Tensor:
+    """(..., 2) coordinates in [0, 1] -> (..., 4 n_freq) sin/cos at frequencies 1, 2, 4, ... (times pi)."""
+    freqs = (2.0 ** torch.arange(n_freq, dtype=xy.dtype, device=xy.device)) * math.pi
+    ang = xy.unsqueeze(-1) * freqs  # (..., 2, F)
+    return torch.cat([ang.sin(), ang.cos()], dim=-1).flatten(-2)
+
+
+@ENCODERS.register("tinyconv")
+class TinyConvEncoder(VisionEncoder):
+    @dataclass
+    class Config:
+        width: int = 96
+        stem: tuple = (32, 64)
+        depth: int = 1
+        heads: int = 4
+        max_grid: int = 8  # learned in-view positions for up to max_grid x max_grid patches (interpolated beyond)
+        n_freq: int = 6
+        image_mean: tuple = (0.5, 0.5, 0.5)
+        image_std: tuple = (0.25, 0.25, 0.25)
+
+    def __init__(self, config):
+        super().__init__(config)
+        c = config
+        chans = [3, *c.stem, c.width]
+        layers: list[nn.Module] = []
+        for i in range(3):
+            layers += [nn.Conv2d(chans[i], chans[i + 1], 3, stride=2, padding=1)]
+            if i < 2:
+                layers.append(nn.GELU())
+        self.stem = nn.Sequential(*layers)
+        self.pos = nn.Parameter(torch.zeros(1, c.width, c.max_grid, c.max_grid))
+        self.role = nn.Embedding(len(ROLES), c.width)
+        self.coord = nn.Linear(4 * c.n_freq, c.width)
+        block = nn.TransformerEncoderLayer(c.width, c.heads, 4 * c.width, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.blocks = nn.ModuleList([_clone(block) for _ in range(c.depth)])
+        self.norm = nn.LayerNorm(c.width)
+        nn.init.normal_(self.pos, std=0.02)
+        nn.init.normal_(self.role.weight, std=0.02)
+
+    @classmethod
+    def feature_grid(cls, config, tile_size):
+        return -(-int(tile_size[0]) // 8), -(-int(tile_size[1]) // 8)
+
+    @classmethod
+    def output_dim(cls, config) -> int:
+        return int(config.width)
+
+    def _coords(self, n: int, gh: int, gw: int, layouts, device, dtype):
+        """(n, gh*gw, 2) patch centres in whole-image [0, 1] coordinates, and (n,) role ids."""
+        u = (torch.arange(gw, device=device, dtype=dtype) + 0.5) / gw
+        v = (torch.arange(gh, device=device, dtype=dtype) + 0.5) / gh
+        vv, uu = torch.meshgrid(v, u, indexing="ij")
+        local = torch.stack([uu, vv], -1).reshape(1, gh * gw, 2).expand(n, -1, -1)
+        if not layouts:
+            return local, torch.zeros(n, dtype=torch.long, device=device)
+        boxes, roles = [], []
+        for lay in layouts:
+            w, h = lay.image_size
+            bs = lay.boxes or tuple((0.0, 0.0, float(w), float(h)) for _ in lay.roles)
+            boxes += [(x0 / w, y0 / h, x1 / w, y1 / h) for x0, y0, x1, y1 in bs]
+            roles += [ROLES.get(r, 1) for r in lay.roles]
+        b = torch.tensor(boxes, device=device, dtype=dtype)  # (n, 4)
+        xy = b[:, None, :2] + local * (b[:, None, 2:] - b[:, None, :2])
+        return xy, torch.tensor(roles, device=device)
+
+    def forward(self, pixel_values: torch.Tensor, layouts=None) -> torch.Tensor:
+        x = self.stem(pixel_values)  # (N, C, gh, gw)
+        n, c, gh, gw = x.shape
+        pos = self.pos if (gh, gw) == self.pos.shape[-2:] else F.interpolate(self.pos, (gh, gw), mode="bilinear")
+        x = (x + pos).flatten(2).transpose(1, 2)  # (N, L, C)
+        xy, roles = self._coords(n, gh, gw, layouts, x.device, x.dtype)
+        x = x + self.coord(fourier_features(xy, self.config.n_freq)) + self.role(roles)[:, None]
+        for blk in self.blocks:
+            x = blk(x)
+        return self.norm(x).reshape(n, gh, gw, c)
+
+
+def _clone(m: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(m)
