@@ -3,6 +3,7 @@
 from ..registry import CONNECTORS
 from .base import Connector
 from . import mlp  # noqa: F401  (registers "mlp")
+from . import llava_next  # noqa: F401  (registers "llava_next")
 
 get = CONNECTORS.get
 names = CONNECTORS.names

@@ -1,0 +1,115 @@
+"""``llava_next`` — LLaVA-NeXT's projector + ``spatial_unpad`` merge (spec §0.2; official
+``LlavaMetaForCausalLM.prepare_inputs_labels_for_multimodal``, ``mm_patch_merge_type="spatial_unpad"``).
+
+Per image, with the ``anyres`` layout ``[overview, tile_1 .. tile_n]`` (grid cols x rows):
+
+1. every tile's (gh, gw, C) features go through the ``mlp2x_gelu`` projector (before the merge, as
+   officially: keys ``proj.0``/``proj.2`` = ``model.mm_projector.{0,2}``) -> (1 + n, gh, gw, D);
+2. the n tile maps are stitched row-major into one (rows*gh, cols*gw, D) map;
+3. ``unpad_image`` removes the rows (or columns) that are the black padding of the canvas, in *feature*
+   space, from the original (W, H) (:func:`loupe.slicers.geometry.unpadded_size`);
+4. the learned ``image_newline`` (D,) is appended at the end of every row (key ``image_newline`` =
+   ``model.image_newline``; init randn(D)/sqrt(D));
+5. output ``[overview gh*gw tokens, unpadded rows with newlines]`` -> (gh*gw + h*(w+1), D).
+
+672x672 with CLIP-L/336: 576 + 48*48 + 48 = 2928 tokens (errata; the issue's 2880 ignores newlines).
+
+``merge``: ``"spatial_unpad"`` (official), ``"spatial"`` (stitched map, no unpad, no newline: the official
+``spatial`` branch), ``"flat"`` (every tile's tokens in layout order: the official ``flat``).
+``unpad_rounding``: ``"transformers"`` (default: counts equal transformers') or ``"official"``
+(``int(H*scale)``; differs for some sizes, see :mod:`loupe.slicers.geometry`). A single-tile layout (no
+local tiles) gives its tokens plus one newline, as the official ``image_feature.shape[0] == 1`` branch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import LoupeError
+from ..registry import CONNECTORS
+from ..slicers.geometry import unpadded_size
+from .base import Connector, split_by_image
+from .mlp import mlp_projector
+
+MERGES = ("spatial_unpad", "spatial", "flat")
+
+
+@CONNECTORS.register("llava_next")
+class LlavaNextConnector(Connector):
+    @dataclass
+    class Config:
+        depth: int = 2
+        act: str = "gelu"
+        merge: str = "spatial_unpad"
+        unpad_rounding: str = "transformers"  # "transformers" | "official"
+
+        def __post_init__(self):
+            if self.merge not in MERGES:
+                raise ValueError(f"merge must be one of {MERGES}, got {self.merge!r}")
+            if self.unpad_rounding not in ("transformers", "official"):
+                raise ValueError(f"unpad_rounding must be 'transformers' or 'official', got {self.unpad_rounding!r}")
+
+    def __init__(self, config, in_dim: int, out_dim: int):
+        super().__init__(config, in_dim, out_dim)
+        self.proj = mlp_projector(in_dim, out_dim, config.depth, config.act)
+        self.image_newline = nn.Parameter(torch.randn(out_dim) / math.sqrt(out_dim))
+
+    # --- accounting (pure) -----------------------------------------------------------------------------
+    @staticmethod
+    def _split(layout, grids):
+        """(overview indices, local indices, local feature-map size (W, H)) of one image."""
+        over, local = layout.indices("overview"), layout.indices("local")
+        if len(over) + len(local) != layout.num_tiles:
+            raise LoupeError(f"llava_next takes overview/local tiles only, got roles {set(layout.roles)}")
+        if not local:
+            return over, local, None
+        cols, rows = layout.grid
+        if cols * rows != len(local) or len({tuple(grids[i]) for i in local}) != 1:
+            raise LoupeError(f"llava_next needs a full grid of equal tiles, got grid {layout.grid} and {len(local)}")
+        gw, gh = grids[local[0]]
+        return over, local, (cols * gw, rows * gh)
+
+    @classmethod
+    def num_tokens(cls, config, layout, grids) -> int:
+        over, local, fmap = cls._split(layout, grids)
+        base = sum(grids[i][0] * grids[i][1] for i in over)
+        if config.merge == "flat":
+            return base + sum(grids[i][0] * grids[i][1] for i in local)
+        if fmap is None:
+            return base + (1 if config.merge == "spatial_unpad" else 0)
+        if config.merge == "spatial":
+            return base + fmap[0] * fmap[1]
+        w, h = unpadded_size(layout.image_size, fmap, config.unpad_rounding)
+        return base + h * (w + 1)
+
+    # --- forward ---------------------------------------------------------------------------------------
+    def forward(self, features, layouts, **context):
+        """``features``: (total_tiles, gh, gw, C) -> one (num_tokens, D) tensor per image."""
+        x = self.proj(features)  # (N, gh, gw, D)
+        out = []
+        for t, lay in zip(split_by_image(x, layouts), layouts):
+            grids = [(t.shape[2], t.shape[1])] * t.shape[0]
+            over, local, fmap = self._split(lay, grids)
+            parts = [t[i].reshape(-1, t.shape[-1]) for i in over]
+            if self.config.merge == "flat":
+                parts += [t[i].reshape(-1, t.shape[-1]) for i in local]
+            elif fmap is None:
+                if self.config.merge == "spatial_unpad":
+                    parts.append(self.image_newline[None].to(t.dtype))
+            else:
+                cols, rows = lay.grid
+                gh, gw, d = t.shape[1:]
+                m = t[local].reshape(rows, cols, gh, gw, d).permute(0, 2, 1, 3, 4).reshape(rows * gh, cols * gw, d)
+                if self.config.merge == "spatial_unpad":
+                    w, h = unpadded_size(lay.image_size, fmap, self.config.unpad_rounding)
+                    y0, x0 = (m.shape[0] - h) // 2, (m.shape[1] - w) // 2
+                    m = m[y0 : y0 + h, x0 : x0 + w]
+                    nl = self.image_newline.to(m.dtype).expand(h, 1, d)
+                    m = torch.cat([m, nl], dim=1)
+                parts.append(m.reshape(-1, d))
+            out.append(torch.cat(parts, 0))
+        return out
