@@ -27,6 +27,7 @@ from transformers.modeling_outputs import ModelOutput
 from .configuration import LoupeConfig
 from .errors import LoupeError
 from .geometry import ImageGeometry
+from .init import torch_default_init
 from .registry import CONNECTORS, ENCODERS
 
 
@@ -54,6 +55,19 @@ class LoupePreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     _skip_keys_device_placement = ["past_key_values"]
 
+    def _init_weights(self, module):
+        """Parts with ``self_init = True`` keep PyTorch-style init (see loupe.init); the rest get HF's."""
+        owner = getattr(self, "_init_owner", {}).get(id(module))
+        if owner is not None:
+            hook = getattr(owner, "init_module", None)
+            if hook is not None and hook(module):
+                return
+            if torch_default_init(module):
+                return
+            if not any(True for _ in module.parameters(recurse=False)):
+                return
+        super()._init_weights(module)
+
 
 class LoupeForConditionalGeneration(LoupePreTrainedModel, GenerationMixin):
     def __init__(self, config: LoupeConfig):
@@ -73,6 +87,10 @@ class LoupeForConditionalGeneration(LoupePreTrainedModel, GenerationMixin):
                 + list(getattr(self.language_model, "_no_split_modules", None) or [])
             )
         )
+        self._init_owner = {
+            id(m): part for part in (self.vision_tower, self.connector) if getattr(part, "self_init", False)
+            for m in part.modules()
+        }
         self.post_init()
 
     # --- embeddings plumbing (delegated to the wrapped LM) -------------------------------------------

@@ -34,15 +34,17 @@ VICUNA_SYSTEM = (
 )
 
 TEMPLATES: dict[str, str] = {
+    # LLaVA's conv_vicuna_v1 (sep " ", sep2 "</s>"): "SYSTEM USER: q ASSISTANT: a</s>USER: q2 ASSISTANT:".
+    # The system line is double-quoted: it contains "human's".
     "vicuna_v1": _CONTENT
     + "{%- if messages[0]['role'] == 'system' -%}{{ render(messages[0]['content']) }}"
     + "{%- set loop_messages = messages[1:] -%}{%- else -%}"
-    + "{{ '" + VICUNA_SYSTEM + "' }}{%- set loop_messages = messages -%}{%- endif -%}"
-    + "{%- for m in loop_messages -%}"
-    + "{%- if m['role'] == 'user' -%}{{ ' USER: ' }}{{ render(m['content']) }}"
-    + "{%- else -%}{{ ' ASSISTANT: ' }}{% generation %}{{ render(m['content']) }}{{ eos_token }}{% endgeneration %}"
+    + '{{ "' + VICUNA_SYSTEM + '" }}{%- set loop_messages = messages -%}{%- endif -%}'
+    + "{{ ' ' }}{%- for m in loop_messages -%}"
+    + "{%- if m['role'] == 'user' -%}{{ 'USER: ' }}{{ render(m['content']) }}{{ ' ' }}"
+    + "{%- else -%}{{ 'ASSISTANT: ' }}{% generation %}{{ render(m['content']) }}{{ eos_token }}{% endgeneration %}"
     + "{%- endif -%}{%- endfor -%}"
-    + "{%- if add_generation_prompt -%}{{ ' ASSISTANT:' }}{%- endif -%}",
+    + "{%- if add_generation_prompt -%}{{ 'ASSISTANT:' }}{%- endif -%}",
     "llama3": _CONTENT
     + "{{ bos_token }}{%- for m in messages -%}"
     + "{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' }}"

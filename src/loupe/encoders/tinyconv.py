@@ -45,6 +45,19 @@ class TinyConvEncoder(VisionEncoder):
         image_mean: tuple = (0.5, 0.5, 0.5)
         image_std: tuple = (0.25, 0.25, 0.25)
 
+    self_init = True  # PyTorch-style init (loupe.init), not transformers' N(0, 0.02)
+
+    def init_module(self, module) -> bool:
+        from transformers import initialization as init
+
+        if module is self:
+            init.normal_(self.pos, std=0.02)
+            return True
+        if module is self.role:
+            init.normal_(self.role.weight, std=0.02)
+            return True
+        return False
+
     def __init__(self, config):
         super().__init__(config)
         c = config

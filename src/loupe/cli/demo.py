@@ -1,0 +1,29 @@
+"""``loupe demo [--quick] [--output DIR] [--seed N]``: the main job, offline on CPU (see loupe.demo)."""
+
+from __future__ import annotations
+
+
+def add_parser(sub):
+    p = sub.add_parser("demo", help="generate a fine-detail benchmark, train tiny models of each method, compare")
+    p.add_argument("--quick", action="store_true", help="short budgets (CI)")
+    p.add_argument("--output", default="out/demo")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-steps", type=int, default=None)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from loupe.demo.run import DemoConfig, run_demo
+
+    kw = {"output": args.output, "seed": args.seed}
+    if args.train_steps:
+        kw["train_steps"] = args.train_steps
+    cfg = DemoConfig.quick(**kw) if args.quick else DemoConfig(**kw)
+    result = run_demo(cfg)
+    from loupe.demo.run import markdown_table
+
+    print()
+    print(markdown_table(result["rows"]))
+    print(f"written to {args.output}/ (results.json, results.md, accuracy_vs_tokens.png) "
+          f"in {result['total_seconds']:.0f}s")
+    return 0
