@@ -35,3 +35,11 @@ def test_demo_runs_end_to_end_at_toy_budget(tmp_path):
     assert rows["demo-anyres"]["visual_tokens"] > rows["demo-lowres"]["visual_tokens"] == 4
     for f in ("results.json", "results.md"):
         assert (tmp_path / "demo" / f).exists()
+
+
+def test_cli_data_synth(tmp_path, capsys):
+    from loupe.cli.main import main
+
+    assert main(["data", "synth", "--output", str(tmp_path), "--n-train", "3", "--n-test", "2"]) == 0
+    assert (tmp_path / "train.json").exists() and "train: 3 records" in capsys.readouterr().out
+    assert main(["data", "synth", "--output", str(tmp_path), "--sizes", "100x30"]) == 2
