@@ -4,6 +4,7 @@ from ..registry import CONNECTORS
 from .base import Connector
 from . import mlp  # noqa: F401  (registers "mlp")
 from . import llava_next  # noqa: F401  (registers "llava_next")
+from . import dem  # noqa: F401  (registers "dem")
 
 get = CONNECTORS.get
 names = CONNECTORS.names
