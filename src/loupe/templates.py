@@ -60,7 +60,7 @@ TEMPLATES: dict[str, str] = {
     "plain": _CONTENT
     + "{%- for m in messages -%}"
     + "{%- if m['role'] == 'user' -%}{%- if m['content'] is string -%}"
-    + "{{ '<image>' if '<image>' in m['content'] else '' }}"
+    + "{{ '<image>' * (m['content'].split('<image>') | length - 1) }}"
     + "{%- else -%}{%- for b in m['content'] if b['type'] == 'image' -%}<image>{%- endfor -%}{%- endif -%}"
     + "{%- elif m['role'] == 'assistant' -%}{% generation %}{{ render(m['content']) }}{{ eos_token }}{% endgeneration %}"
     + "{%- endif -%}{%- endfor -%}",
