@@ -178,7 +178,8 @@ def build_processor(preset_or_dir: str, tokenizer: Any = None, language_model: s
 def build(preset: str, **kwargs):
     """(model, processor) built together, so ``image_token_id`` agrees."""
     tok_keys = {"tokenizer", "language_model", "gguf_file", "chat_template"}
-    proc = build_processor(preset, **{k: v for k, v in kwargs.items() if k in tok_keys})
+    geometry_keys = {"slicer", "vision", "connector"}  # overrides the processor must share with the model
+    proc = build_processor(preset, **{k: v for k, v in kwargs.items() if k in tok_keys | geometry_keys})
     rest = {k: v for k, v in kwargs.items() if k not in ("tokenizer", "chat_template")}
     model = build_model(preset, tokenizer=proc.tokenizer, **rest)
     return model, proc

@@ -5,6 +5,7 @@ from .base import Connector
 from . import mlp  # noqa: F401  (registers "mlp")
 from . import llava_next  # noqa: F401  (registers "llava_next")
 from . import dem  # noqa: F401  (registers "dem")
+from . import hiwin  # noqa: F401  (registers "hiwin", LLaVA-UHD v2)
 
 get = CONNECTORS.get
 names = CONNECTORS.names

@@ -120,7 +120,13 @@ class Stage:
     data: DataSpec
     parts: dict[str, PartSpec]
     init_from: str = "previous"  # previous | model | PATH of a saved Loupe folder
-    objective: Literal["lm", "vdim"] = "lm"  # vdim: LLaVA-UHD v2's upsampler pre-training (declared, not built yet)
+    objective: Literal["lm", "vdim"] = "lm"  # vdim: LLaVA-UHD v2's upsampler pre-training (loupe.training.vdim)
+    # [LLaVA-UHD v2] slicer options for this stage only, e.g. {never_split: true} = overview only (stage 1's
+    # `--single True`); the saved model keeps the preset's slicer
+    slicer: dict = field(default_factory=dict)
+    # [LLaVA-UHD v2] options of objective vdim (loupe.training.vdim: n_jitters, max_pad, max_zoom, projection,
+    # crf_weight, crf_samples, normalize); defaults = the official featup/configs/vdim_upsampler.yaml
+    vdim: dict = field(default_factory=dict)
     lora: LoraSpec | None = None
     global_batch_size: int = 8
     per_device_batch_size: int = 8  # a ceiling; the engine picks the largest divisor that fits

@@ -76,12 +76,19 @@ def run_stage(recipe: Recipe, k: int, out: Path, resume: bool = False, callbacks
         raise LoupeError(f"{label} was interrupted ({ckpt} exists, no DONE.json): pass --resume to continue it, "
                          f"or delete {sdir} to start it over")
 
-    if stage.objective != "lm":
-        raise LoupeError(f"{label}: objective {stage.objective!r} (LLaVA-UHD v2's VDIM pre-training) is declared in "
-                         "the recipe schema but its trainer is not built yet; run the later stages with init_from "
-                         "pointing at a model whose upsampler is already trained")
     set_seed(recipe.seed)
     model, processor = _init_model(recipe, k, out)
+    # [LLaVA-UHD v2] ``objective: vdim``: the image-only VDIM pre-training (MLR loss) runs its own small loop
+    # (loupe.training.vdim), then writes final/ and DONE.json like any stage.
+    if stage.objective == "vdim":
+        from .vdim import run_vdim_stage
+
+        plan = plan_trainable(model, stage.parts)
+        apply_plan(model, plan)
+        return run_vdim_stage(recipe, k, out, model, processor, plan)
+    # [LLaVA-UHD v2] ``slicer:`` stage-only slicer options (stage 1's overview-only ``{never_split: true}``);
+    # undone before the model is saved, so later stages slice with the preset's own settings.
+    restore_slicer = _override_slicer(model, processor, stage.slicer) if stage.slicer else None
     if stage.data.template:
         from ..templates import get_template
 
@@ -129,6 +136,8 @@ def run_stage(recipe: Recipe, k: int, out: Path, resume: bool = False, callbacks
 
     bad = _gather_bad(trainer)
     bad.merge(upfront)
+    if restore_slicer is not None:
+        restore_slicer()
     bad.seen = upfront.seen  # records in the file; lazy counts are in 'bad.ids'
     _write_final(trainer, model, sdir, {
         "recipe": recipe.name, "stage": k + 1, "name": stage.name,
@@ -150,6 +159,24 @@ def run_stage(recipe: Recipe, k: int, out: Path, resume: bool = False, callbacks
         log.info("%s: done in %.1f s, final model in %s", label, time.time() - t0, final)
     trainer.accelerator.wait_for_everyone()
     return final
+
+
+def _override_slicer(model, processor, options: dict):
+    """[LLaVA-UHD v2] Switch the model's and the processor's slicer to ``{**slicer, **options}`` for one stage;
+    returns the callable that switches both back."""
+    from ..geometry import ImageGeometry
+    from ..registry import SLICERS
+
+    old = dict(model.config.slicer)
+
+    def use(spec: dict) -> None:
+        model.config.slicer = spec
+        model.geometry = ImageGeometry.from_config(model.config)
+        processor.image_processor.slicer = spec
+        processor.image_processor.__dict__.pop("geometry", None)  # a cached_property: rebuilt from ``slicer``
+
+    use(SLICERS.normalise({**old, **options}))
+    return lambda: use(old)
 
 
 def _write_final(trainer, model, sdir: Path, manifest: dict) -> None:

@@ -1,0 +1,156 @@
+"""Released LLaVA-UHD v2 checkpoints -> a Loupe ``llava-uhd-v2-*`` model (spec §3.7).
+
+The released layout (``YipengZhang/LLaVA-UHD-v2-Vicuna-7B`` / ``-13B`` / ``-Qwen2.0-7B``, ``llava_llama`` /
+``llava_qwen``; ``mm_projector_type adapt_spatial_resampler_v2``)::
+
+    model.mm_projector.{pos_embed, query_1..4, ln_q, ln_kv, ln_proj, ln_post, cat_proj, proj, attn.*}  -> connector.*
+    model.mm_projector.feature_{l}x_embedding, features_{l}x_projector.*     (l in 1, 2, 4, 8)  -> connector.* (used l)
+    model.mm_projector.upsampler.upsampler.{up1,up2}.{range_temp, sigma_spatial, range_proj.{0,3}, fixup_proj.{0,3}}
+    model.mm_projector.upsampler.upsampler.fixup_proj.1.*                                    -> connector.upsampler.*
+    model.vision_tower.vision_tower.vision_model.*   (the fine-tuned CLIP, HF layout)        -> vision_tower.*
+    model.embed_tokens / model.layers.* / model.norm, lm_head                               -> language_model.*
+
+Dropped on purpose (:data:`DROPPED`, reported in :class:`ConversionReport.ignored`): ``model.mm_projector.upsampler.
+model.*`` (FeatUp's own copy of CLIP-L/336 + ``ChannelNorm``, built at construction, never used in the MLLM
+forward), ``model.mm_projector.query`` and ``kv_proj`` (the v1 single-query path, unused by ``forward_with_featup``),
+the projector and level embedding of every level the model does not use (with ``feature_scale_mask`` 5: 2x and 8x),
+and old rotary ``inv_freq`` buffers. ``part="vdim"`` reads the stage-0 FeatUp checkpoint (``clip-large-vdim.ckpt``:
+``upsampler.*`` kept, ``model.*``, ``scale_net*``, ``downsampler*`` dropped, as the official loader does);
+``part="adapter"`` the stage-1 ``mm_projector.bin`` (connector only).
+
+:data:`KEY_MAP` is the whole renaming, as data (first matching rule wins); :func:`load_official` reads a folder
+(``*.safetensors``, ``pytorch_model*.bin``, ``mm_projector.bin``), a ``.ckpt``/file, or a state dict, and loads
+strictly: a missing required key, an unexpected key or a shape mismatch is a :class:`~loupe.LoupeError` naming the
+keys. A model built on the ``meta`` device gets the checkpoint tensors assigned.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import LoupeError
+
+#: official name -> Loupe name, as (regex, replacement); the first rule that matches wins
+KEY_MAP: list[tuple[str, str]] = [
+    (r"^model\.mm_projector\.upsampler\.upsampler\.", "connector.upsampler."),
+    (r"^model\.mm_projector\.", "connector."),
+    (r"^model\.vision_tower\.vision_tower\.", "vision_tower."),
+    (r"^model\.(embed_tokens|layers|norm)\.", r"language_model.model.\1."),
+    (r"^lm_head\.", "language_model.lm_head."),
+]
+#: the stage-0 FeatUp checkpoint (``state_dict`` of ``JBUFeatUp``)
+VDIM_KEY_MAP: list[tuple[str, str]] = [(r"^upsampler\.", "connector.upsampler.")]
+#: official names always dropped (the level-dependent ones are added by :func:`dropped_patterns`)
+DROPPED: list[str] = [
+    r"^model\.mm_projector\.upsampler\.model\.",  # FeatUp's redundant CLIP copy + ChannelNorm
+    r"^model\.mm_projector\.query$",  # the single query set of forward(), unused by forward_with_featup
+    r"^model\.mm_projector\.kv_proj\.",  # Linear(1024, D, bias=False) of forward(), unused
+    r"\.rotary_emb\.inv_freq$",
+    r"^model\.vision_tower\.vision_tower\.vision_model\.embeddings\.position_ids$",  # an old HF buffer
+    r"^(model\.|scale_net|downsampler)",  # in the stage-0 checkpoint only (VDIM_KEY_MAP): CLIP, training heads
+]
+#: Loupe prefixes allowed to be absent, per ``part``
+OPTIONAL = {"full": ("vision_tower.",), "adapter": ("vision_tower.", "language_model."),
+            "vdim": ("vision_tower.", "language_model.", "connector.")}
+
+
+@dataclass
+class ConversionReport:
+    loaded: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # official names dropped on purpose
+    unmatched: list[str] = field(default_factory=list)  # official names no rule maps
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)  # optional Loupe names left as they were
+
+    def __str__(self) -> str:
+        return (f"{len(self.loaded)} tensors loaded, {len(self.ignored)} dropped on purpose, {len(self.left)} left as "
+                f"they were, {len(self.missing)} missing, {len(self.unexpected) + len(self.unmatched)} unexpected")
+
+
+def dropped_patterns(levels, part: str = "full") -> list[str]:
+    """:data:`DROPPED` plus the projectors/embeddings of the levels not in ``levels`` (e.g. (1, 4))."""
+    unused = [lv for lv in (1, 2, 4, 8) if lv not in levels]
+    level = [rf"^model\.mm_projector\.(feature_{lv}x_embedding$|features_{lv}x_projector\.)" for lv in unused]
+    base = DROPPED if part == "vdim" else DROPPED[:-1]
+    return base + level
+
+
+def convert_state_dict(state_dict: dict, levels=(1, 4), part: str = "full") -> tuple[dict, ConversionReport]:
+    """Rename an official state dict -> (Loupe state dict, report of dropped / unmatched names)."""
+    rules, drops = (VDIM_KEY_MAP if part == "vdim" else KEY_MAP), dropped_patterns(levels, part)
+    out, report = {}, ConversionReport()
+    for name, tensor in state_dict.items():
+        if any(re.search(p, name) for p in drops):
+            report.ignored.append(name)
+            continue
+        new = next((re.sub(p, r, name, count=1) for p, r in rules if re.search(p, name)), None)
+        if new is None:
+            report.unmatched.append(name)
+            continue
+        if new in out:
+            raise LoupeError(f"two checkpoint keys map to {new!r}")
+        out[new] = tensor
+        report.loaded.append(new)
+    return out, report
+
+
+def read_checkpoint(path) -> dict:
+    """Tensors of a folder (``*.safetensors``, else ``pytorch_model*.bin``, else ``mm_projector.bin``) or one file
+    (a Lightning ``.ckpt`` is unwrapped from its ``state_dict``)."""
+    p = Path(path)
+    if not p.exists():
+        raise LoupeError(f"LLaVA-UHD v2 checkpoint not found: {p}")
+    files = ([p] if p.is_file() else sorted(p.glob("*.safetensors")) or sorted(p.glob("pytorch_model*.bin"))
+             or sorted(p.glob("mm_projector.bin")))
+    if not files:
+        raise LoupeError(f"{p} holds no *.safetensors, pytorch_model*.bin or mm_projector.bin file")
+    sd: dict = {}
+    for f in files:
+        try:
+            if f.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                part = load_file(str(f))
+            else:
+                part = torch.load(str(f), map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise LoupeError(f"cannot read checkpoint file {f}: {e}") from None
+        sd.update(part["state_dict"] if isinstance(part.get("state_dict"), dict) else part)
+    return sd
+
+
+def load_official(model, folder_or_state_dict, part: str = "full") -> ConversionReport:
+    """Load released LLaVA-UHD v2 weights into a Loupe model with the ``hiwin`` connector.
+
+    ``part``: ``"full"`` (connector + LLM required, vision tower optional), ``"adapter"`` (``mm_projector.bin``:
+    the connector), ``"vdim"`` (the FeatUp stage-0 checkpoint: ``connector.upsampler`` only)."""
+    if part not in OPTIONAL:
+        raise LoupeError(f"part must be one of {sorted(OPTIONAL)}, got {part!r}")
+    sd = folder_or_state_dict if isinstance(folder_or_state_dict, dict) else read_checkpoint(folder_or_state_dict)
+    new, report = convert_state_dict(sd, getattr(model.connector, "levels", (1, 4)), part)
+    mine = model.state_dict()
+    report.unexpected = sorted(k for k in new if k not in mine)
+    absent = sorted(k for k in mine if k not in new)
+    optional = OPTIONAL[part]
+    required = [k for k in absent if not k.startswith(optional)]
+    if part == "vdim":
+        required = [k for k in absent if k.startswith("connector.upsampler.")]
+    report.missing, report.left = required, [k for k in absent if k not in required]
+    if report.unmatched or report.unexpected or report.missing:
+        raise LoupeError(
+            f"checkpoint does not fit the model: {len(report.missing)} missing {report.missing[:8]}, "
+            f"{len(report.unexpected)} unexpected after renaming {report.unexpected[:8]}, {len(report.unmatched)} "
+            f"with no rule in KEY_MAP {report.unmatched[:8]}")
+    bad = [f"{k}: {tuple(v.shape)} vs {tuple(mine[k].shape)}" for k, v in new.items()
+           if tuple(v.shape) != tuple(mine[k].shape)]
+    if bad:
+        raise LoupeError(f"checkpoint shapes do not match the model ({len(bad)}): {bad[:8]}")
+    on_meta = any(t.is_meta for t in mine.values())
+    new = {k: v.to(mine[k].dtype) for k, v in new.items()}
+    model.load_state_dict(new, strict=False, assign=on_meta)  # completeness was checked above
+    return report

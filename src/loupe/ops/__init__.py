@@ -1,0 +1,1 @@
+"""Small tensor operations in pure torch that parts share (no compiled extension, no torchvision)."""
