@@ -1,19 +1,19 @@
 """Vision-encoder FLOPs, visual tokens and LLM prefill FLOPs vs resolution: ViT-L vs ConvNeXt vs ConvNeXt†.
 
 Reproduces the trend of ConvLLaVA's Figure 2 ("Estimated FLOPs v.s. image resolution", paper §3.1) with real
-counts: every model is built by ``loupe.build_model(preset)`` under ``torch.device("meta")`` (no weights) and
-counted with ``torch.utils.flop_counter.FlopCounterMode``, in the convention of performance-anchors.md §3 (C2):
-FLOPs = 2 x MACs; the vision encoder on every tile, the projector, then a Vicuna-7B prefill over the visual tokens
-with 0 text tokens and logits for the last position only (``logits_to_keep=1``); attention is counted in full
-(non-causal T^2, as SDPA decomposes on meta).
+counts from Loupe's profiler (:func:`loupe.profiling.profile`): every model is a preset (tile size overridden per
+resolution) built on ``torch.device("meta")`` (no weights) and counted with FlopCounterMode, reported in the
+profiler's ``paper`` convention (performance-anchors.md §3, C2): FLOPs = 2 x MACs; the vision encoder on every
+tile with every block, the projector, then a Vicuna-7B prefill over the visual tokens with 0 text tokens and
+logits for the last position only; attention counted in full (non-causal T^2).
 
 Rows: CLIP-ViT-L/14 at 336 (LLaVA-1.5, 576 tokens) and 672 via anyres (LLaVA-NeXT: 5 crops of 336 -> 2880
 projected features, 2928 LLM tokens with unpad + newline, as the official count); ViT-L on one tile with
 interpolated positions at 512-1536 (the figure's ViT line); four-stage ConvNeXt-L (stride 32) and five-stage
 ConvNeXt† (stride 64) at 512-1536. Printed beside the derived anchors of performance-anchors.md §4.
 
-[IMPORTANT] CLIP is counted with all 24 blocks, the anchors' convention; Loupe's ``clip`` encoder skips the 24th
-block for ``select_layer=-2`` (1/24 less ViT compute at run time).
+[IMPORTANT] CLIP is counted with all 24 blocks (the profiler's ``paper`` total, the anchors' convention); Loupe's
+``clip`` encoder skips the 24th block for ``select_layer=-2`` (1/24 less ViT compute at run time: the ``full`` total).
 
 Usage: ``python scripts/convllava_flops.py [--output out/convllava_flops]`` -> stdout table, ``flops.md``,
 ``flops.json``, ``flops.png``.
@@ -25,12 +25,9 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-from torch.utils.flop_counter import FlopCounterMode
-
 import loupe
+from loupe.profiling import profile
 
-T = 1e12
 RESOLUTIONS = (512, 768, 1024, 1280, 1536)
 #: performance-anchors.md §3-4, (encoder TFLOPs or None, total C2 TFLOPs)
 ANCHORS = {
@@ -45,38 +42,21 @@ ANCHORS = {
 }
 
 
-def count(fn) -> int:
-    with FlopCounterMode(display=False) as fc:
-        fn()
-    return fc.get_total_flops()
-
-
-def measure(model, name: str, res: int, tiles: int = 1, tile: int | None = None,
-            llm_tokens: int | None = None) -> dict:
-    """One row: the encoder on ``tiles`` tiles of ``tile`` px (default ``res``), the projector, the LLM prefill."""
-    with torch.device("meta"):
-        px = torch.empty(tiles, 3, tile or res, tile or res)
-        feats = model.vision_tower(px)  # (tiles, gh, gw, C)
-        vision = count(lambda: model.vision_tower(px))
-        n_feat = feats.shape[0] * feats.shape[1] * feats.shape[2]
-        proj = count(lambda: model.connector.proj(torch.empty(n_feat, feats.shape[-1])))
-        tokens = llm_tokens or n_feat
-        emb = torch.empty(1, tokens, model.config.text_config.hidden_size)
-        llm = count(lambda: model.language_model(inputs_embeds=emb, logits_to_keep=1))
-    return dict(model=name, res=res, tiles=tiles, tokens=tokens, vision=vision / T, projector=proj / T,
-                llm=llm / T, total=(vision + proj + llm) / T)
+def measure(name: str, preset: str, res: int, **overrides) -> dict:
+    """One row from the profiler's ``paper`` total (C2) of ``preset`` (with config overrides) at res x res."""
+    config = loupe.build_config(preset, **overrides)
+    config.preset = f"{preset}@{res}"  # a modified preset: keeps the profiler from attaching the preset's anchor
+    (r,) = profile(config, [(res, res)])
+    p = {k: v / 1e12 for k, v in r["flops"]["paper"].items()}
+    return dict(model=name, res=res, tiles=r["tiles"], tokens=r["visual_tokens"], vision=p["vision"],
+                projector=p["connector"], llm=p["llm_layers"] + p["lm_head"], total=p["total"])
 
 
 def rows() -> list[dict]:
-    with torch.device("meta"):
-        clip = loupe.build_model("llava15-7b", vision={"name": "clip", "select_layer": -1}).eval()
-        conv4 = loupe.build_model("convnext-l-768").eval()
-        conv5 = loupe.build_model("convllava-7b-1536").eval()
-    out = [measure(clip, "LLaVA-1.5 CLIP-L/336", 336),
-           measure(clip, "LLaVA-NeXT anyres", 672, tiles=5, tile=336, llm_tokens=2928)]
-    for name, m in [("ViT-L/14 one tile", clip), ("ConvNeXt-L (4 stages)", conv4),
-                    ("ConvLLaVA ConvNeXt† (5 stages)", conv5)]:
-        out += [measure(m, name, r) for r in RESOLUTIONS]
+    out = [measure("LLaVA-1.5 CLIP-L/336", "llava15-7b", 336), measure("LLaVA-NeXT anyres", "llava-next-7b", 672)]
+    for name, preset in [("ViT-L/14 one tile", "llava15-7b"), ("ConvNeXt-L (4 stages)", "convnext-l-768"),
+                         ("ConvLLaVA ConvNeXt† (5 stages)", "convllava-7b-1536")]:
+        out += [measure(name, preset, r, slicer={"name": "pad", "tile_size": r}) for r in RESOLUTIONS]
     for r in out:
         r["anchor_vision"], r["anchor_total"] = ANCHORS.get((r["model"], r["res"]), (None, None))
     return out

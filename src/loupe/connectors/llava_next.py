@@ -86,6 +86,14 @@ class LlavaNextConnector(Connector):
         w, h = unpadded_size(layout.image_size, fmap, config.unpad_rounding)
         return base + h * (w + 1)
 
+    @classmethod
+    def flops(cls, config, layout, grids, in_dim: int, out_dim: int) -> dict[str, int]:
+        """Analytic FLOPs (2 x MACs) of one image: the projector on every tile's full feature grid (it runs
+        before the merge); unpadding and newlines cost no FLOPs."""
+        n = sum(w * h for w, h in grids)
+        proj = n * (2 * in_dim * out_dim + (config.depth - 1) * 2 * out_dim * out_dim)
+        return {"projector": proj, "total": proj}
+
     # --- forward ---------------------------------------------------------------------------------------
     def forward(self, features, layouts, **context):
         """``features``: (total_tiles, gh, gw, C) -> one (num_tokens, D) tensor per image."""

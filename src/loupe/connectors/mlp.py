@@ -46,6 +46,12 @@ class MLPConnector(Connector):
     def num_tokens(cls, config, layout, grids) -> int:
         return sum(w * h for w, h in (pooled_grid(g, config.pool) for g in grids))
 
+    @classmethod
+    def flops(cls, config, layout, grids, in_dim: int, out_dim: int) -> dict[str, int]:
+        """Analytic FLOPs (2 x MACs) of one image: the projector on every pooled token (pooling not counted)."""
+        proj = cls.num_tokens(config, layout, grids) * (2 * in_dim * out_dim + (config.depth - 1) * 2 * out_dim ** 2)
+        return {"projector": proj, "total": proj}
+
     def pool(self, features: torch.Tensor) -> torch.Tensor:
         """(N, gh, gw, C) -> (N, gh/p, gw/p, C)."""
         p = self.config.pool

@@ -45,22 +45,11 @@ def _norm(s: str) -> str:
 
 
 def flops_per_image(preset: str, size=(128, 128)) -> float:
-    """Forward FLOPs (2 x MACs) of one image with a 16-token prompt, counted on the meta device."""
-    import loupe
-    from torch.utils.flop_counter import FlopCounterMode
+    """GFLOPs (2 x MACs) of one forward pass on one image with a 16-token prompt: the profiler's ``full`` total
+    (:func:`loupe.profiling.profile`, counted on the meta device)."""
+    from ..profiling import profile
 
-    with torch.device("meta"):
-        model = loupe.build_model(preset)
-    geo = model.geometry
-    layout = geo.layout(size)
-    n_tok = geo.num_tokens(layout)
-    pix = torch.empty(layout.num_tiles, 3, *reversed(layout.tile_sizes[0]), device="meta")
-    with FlopCounterMode(display=False) as fc:
-        feats = model.vision_tower(pix, layouts=[layout])
-        model.connector(feats, [layout])
-        model.language_model(inputs_embeds=torch.empty(1, n_tok + 16, model.config.text_config.hidden_size, device="meta"),
-                             logits_to_keep=1)
-    return fc.get_total_flops() / 1e9
+    return profile(preset, [tuple(size)], text_tokens=16)[0]["full_tflops"] * 1e3
 
 
 def run_demo(cfg: DemoConfig, log=print) -> dict:
