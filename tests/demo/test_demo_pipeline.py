@@ -3,9 +3,11 @@ the processor. (Learning itself is measured by the full demo, see the README and
 
 import json
 
+import torch
+
 import loupe
 from loupe.data.synth import SynthConfig, generate, render
-from loupe.demo.run import DemoConfig, run_demo
+from loupe.demo.run import ARMS, DemoConfig, run_demo
 
 
 def test_synth_is_deterministic_and_tags_are_grid_aligned(tmp_path):
@@ -22,19 +24,27 @@ def test_synth_is_deterministic_and_tags_are_grid_aligned(tmp_path):
 
 
 def test_demo_runs_end_to_end_at_toy_budget(tmp_path):
-    cfg = DemoConfig(output=str(tmp_path / "demo"), n_train=72, n_test=4, pretrain_steps=2, train_steps=2, batch_size=4)
+    """Every arm (each method's demo preset) through pretraining, its recipe, evaluation and the table."""
+    cfg = DemoConfig(output=str(tmp_path / "demo"), n_train=72, n_test=4, pretrain_steps=1, train_steps=1, batch_size=4)
     result = run_demo(cfg, log=lambda *a: None)
     rows = {r["preset"]: r for r in result["rows"]}
-    assert set(rows) == {"demo-lowres", "demo-anyres"}
+    assert list(rows) == [p for _, p in ARMS]
+    # encoders: the four tinyconv arms share one pretraining; ConvLLaVA and FILA bring their own
+    groups = {tuple(v["group"]) for v in result["pretrain"].values()}
+    assert groups == {("demo-lowres", "demo-anyres", "demo-inf-llava", "demo-uhd-v2"), ("demo-convllava",),
+                      ("demo-fila",)}
     for preset, row in rows.items():
         proc = loupe.build_processor(preset)
         for size, n in row["visual_tokens_by_size"].items():
             w, h = map(int, size.split("x"))
             assert n == proc.num_image_tokens((w, h))
-        assert set(row["accuracy"]) == {"detail", "layout", "overall"}
-    assert rows["demo-anyres"]["visual_tokens"] > rows["demo-lowres"]["visual_tokens"] == 4
+        assert set(row["accuracy"]) == {"detail", "layout", "overall"} and row["gflops_per_image"] > 0
+    tokens = {p: r["visual_tokens_by_size"]["128x128"] for p, r in rows.items()}
+    assert tokens == {"demo-lowres": 4, "demo-anyres": 68, "demo-inf-llava": 16, "demo-convllava": 4,
+                      "demo-uhd-v2": 84, "demo-fila": 68}
     for f in ("results.json", "results.md"):
         assert (tmp_path / "demo" / f).exists()
+    assert all(r["method"] in (tmp_path / "demo" / "results.md").read_text() for r in result["rows"])
 
 
 def test_cli_data_synth(tmp_path, capsys):
@@ -43,3 +53,28 @@ def test_cli_data_synth(tmp_path, capsys):
     assert main(["data", "synth", "--output", str(tmp_path), "--n-train", "3", "--n-test", "2"]) == 0
     assert (tmp_path / "train.json").exists() and "train: 3 records" in capsys.readouterr().out
     assert main(["data", "synth", "--output", str(tmp_path), "--sizes", "100x30"]) == 2
+
+
+def test_same_seed_same_table_and_weights(tmp_path):
+    """Two runs with one seed: identical trained weights, predictions and table (any unseeded randomness fails it)."""
+    from safetensors.torch import load_file
+
+    runs = []
+    for name in ("a", "b"):
+        cfg = DemoConfig(output=str(tmp_path / name), n_train=80, n_test=6, pretrain_steps=3, train_steps=3,
+                         batch_size=4, arms=["demo-lowres", "demo-anyres"])
+        runs.append(run_demo(cfg, log=lambda *a: None))
+    for preset in ("demo-lowres", "demo-anyres"):
+        w = [load_file(str(next((tmp_path / n / preset / "train").rglob("model.safetensors")))) for n in ("a", "b")]
+        assert w[0].keys() == w[1].keys() and all(torch.equal(w[0][k], w[1][k]) for k in w[0])
+        p = [(tmp_path / n / preset / "predictions.json").read_text() for n in ("a", "b")]
+        assert p[0] == p[1]
+    strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]  # noqa: E731
+    assert strip(runs[0]["rows"]) == strip(runs[1]["rows"])
+    # a different seed trains different weights
+    cfg = DemoConfig(output=str(tmp_path / "c"), seed=1, n_train=80, n_test=6, pretrain_steps=3, train_steps=3,
+                     batch_size=4, arms=["demo-lowres"])
+    run_demo(cfg, log=lambda *a: None)
+    wc = load_file(str(next((tmp_path / "c" / "demo-lowres" / "train").rglob("model.safetensors"))))
+    wa = load_file(str(next((tmp_path / "a" / "demo-lowres" / "train").rglob("model.safetensors"))))
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa)

@@ -246,8 +246,8 @@ class HiwinConnector(Connector):
             (w_px, h_px) = key[1]
             pix = pixel_values[torch.tensor(idx, device=pixel_values.device), :, :h_px, :w_px]
             group = self._window_kv(torch.stack([maps[i] for i in idx]), pix)
-            for j, i in enumerate(idx):
-                kv[i] = group[j]
+            for i, t in zip(idx, group.unbind(0)):  # unbind: one backward for all (indexing is O(T) each)
+                kv[i] = t
         lengths = [t.shape[1] for t in kv]
         kmax, g2, d = max(lengths), kv[0].shape[0], self.out_dim
         kv = torch.stack([F.pad(t, (0, 0, 0, kmax - t.shape[1])) for t in kv]).reshape(-1, kmax, 2 * d)
@@ -268,18 +268,19 @@ class HiwinConnector(Connector):
     def organise(self, tokens: torch.Tensor, layout, embed_tokens=None) -> torch.Tensor:
         """(tiles, g*g, D) of one image -> (num_tokens, D) in the configured token order."""
         local, over, seps = self._roles(layout)
+        tiles = tokens.unbind(0)  # per-tile views with one cheap backward (tokens[i] would zero-fill T times)
         if not local:
             return tokens.reshape(-1, tokens.shape[-1])
         if embed_tokens is None:
             raise LoupeError("hiwin needs embed_tokens (the LLM input embedding) for the slice separators")
         sep = embed_tokens(torch.tensor(seps, device=tokens.device)).to(tokens.dtype)
         if self.config.token_order == "official":
-            parts = [torch.cat([tokens[i], sep[k : k + 1]]) for k, i in enumerate(local)]
-            return torch.cat(parts + [tokens[i] for i in over])
+            parts = [torch.cat([tiles[i], sep[k : k + 1]]) for k, i in enumerate(local)]
+            return torch.cat(parts + [tiles[i] for i in over])
         (cols, rows), g, d = layout.grid, self.config.grid_size, tokens.shape[-1]
         grid = tokens[local].reshape(rows, cols, g, g, d).permute(0, 2, 1, 3, 4).reshape(rows * g, cols * g, d)
         newline = sep[cols - 1].expand(rows * g, 1, d)
-        return torch.cat([torch.cat([grid, newline], 1).reshape(-1, d), sep[:1]] + [tokens[i] for i in over])
+        return torch.cat([torch.cat([grid, newline], 1).reshape(-1, d), sep[:1]] + [tiles[i] for i in over])
 
     def forward(self, features, layouts, **context):
         pixel_values = context.get("pixel_values")
@@ -287,8 +288,5 @@ class HiwinConnector(Connector):
             raise LoupeError("hiwin needs pixel_values (the VDIM is guided by the slice pixels)")
         sizes = [tuple(s) for lay in layouts for s in lay.tile_sizes]
         tokens = self.encode_tiles(features, pixel_values, sizes)
-        out, start = [], 0
-        for lay in layouts:
-            out.append(self.organise(tokens[start : start + lay.num_tiles], lay, context.get("embed_tokens")))
-            start += lay.num_tiles
-        return out
+        chunks = tokens.split([lay.num_tiles for lay in layouts])  # split: one backward for all images
+        return [self.organise(t, lay, context.get("embed_tokens")) for t, lay in zip(chunks, layouts)]

@@ -59,6 +59,7 @@ class SynthConfig:
     tile: int = 32
     patch: int = 8
     straddle: float = 0.0
+    straddle_corner: bool = False  # a straddling tag sits on a tile corner (a quarter in each of 4 tiles)
     distractors: tuple = (2, 5)
 
 
@@ -88,7 +89,7 @@ def render(rng: np.random.Generator, width: int, height: int, cfg: SynthConfig) 
     t, p = cfg.tile, cfg.patch
     if rng.random() < cfg.straddle:  # across a vertical tile boundary
         bx = int(rng.integers(1, width // t)) * t - p // 2
-        by = int(rng.integers(0, height // p)) * p
+        by = int(rng.integers(1, height // t)) * t - p // 2 if cfg.straddle_corner else int(rng.integers(0, height // p)) * p
     else:
         tx, ty = int(rng.integers(width // t)), int(rng.integers(height // t))
         bx = tx * t + int(rng.integers(t // p)) * p

@@ -25,6 +25,8 @@ NONE = 10  # class id of "no tag in this view"
 
 
 class ViewHeads(nn.Module):
+    """Linear heads on the mean of each view's map (the connectors pool too, so the digit must survive pooling)."""
+
     def __init__(self, encoder: nn.Module, dim: int, none_weight: float = 0.2):
         super().__init__()
         self.encoder = encoder
@@ -33,7 +35,9 @@ class ViewHeads(nn.Module):
         self.register_buffer("class_weight", torch.tensor([1.0] * 10 + [none_weight]))
 
     def logits(self, pixel_values, layouts):
-        f = self.encoder(pixel_values, layouts=layouts).mean(dim=(1, 2))
+        f = self.encoder(pixel_values, layouts=layouts)
+        # one (h, w, C) map per view; native-aspect encoders return a list when the views' grids differ
+        f = f.mean(dim=(1, 2)) if isinstance(f, torch.Tensor) else torch.stack([m.mean(dim=(0, 1)) for m in f])
         return self.digit(f), self.side(f)
 
     def forward(self, pixel_values, layouts, digit, side):
@@ -49,7 +53,9 @@ def view_labels(layout, rec: dict) -> list[tuple[int, int]]:
     x0, y0, x1, y1 = rec["tag_box"]
     out = []
     for role, box in zip(layout.roles, layout.boxes or [(0, 0, *layout.image_size)] * layout.num_tiles):
-        inside = box[0] <= x0 and box[1] <= y0 and x1 <= box[2] and y1 <= box[3]
+        # a "global" tile (INF-LLaVA's pixel-interleaved view) spans the whole image at 1/n of its pixels: the tag is
+        # not in it as a glyph, so it is labelled "none" (the overview keeps the digit: the baseline's only view)
+        inside = role != "global" and box[0] <= x0 and box[1] <= y0 and x1 <= box[2] and y1 <= box[3]
         side = (0 if rec["side"] == "left" else 1) if role == "overview" else -100
         out.append((int(rec["digit"]) if inside else NONE, side))
     return out
@@ -73,15 +79,23 @@ class ViewDataset(Dataset):
             pix.append(feats["pixel_values"])
             lays += layouts
             labels += view_labels(layouts[0], rec)
-        return {"pixel_values": torch.cat(pix), "layouts": lays, "labels": labels}
+        return {"pixel_values": cat_padded(pix), "layouts": lays, "labels": labels}
+
+
+def cat_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate (n_i, 3, h_i, w_i) view batches, zero-padding right/bottom to the largest (native-aspect slicers
+    give views of several sizes; their encoders crop each view back to ``layout.tile_sizes``)."""
+    h = max(t.shape[-2] for t in tensors)
+    w = max(t.shape[-1] for t in tensors)
+    return torch.cat([F.pad(t, (0, w - t.shape[-1], 0, h - t.shape[-2])) for t in tensors])
 
 
 def collate(items):
     return {
-        "pixel_values": torch.cat([it["pixel_values"] for it in items]),
+        "pixel_values": cat_padded([it["pixel_values"] for it in items]),
         "layouts": [lay for it in items for lay in it["layouts"]],
-        "digit": torch.tensor([d for it in items for d, _ in it["labels"]]),
-        "side": torch.tensor([s for it in items for _, s in it["labels"]]),
+        "digit": torch.tensor([lab[0] for it in items for lab in it["labels"]]),
+        "side": torch.tensor([lab[1] for it in items for lab in it["labels"]]),
     }
 
 
@@ -92,7 +106,9 @@ def tag_view_accuracy(model: ViewHeads, dataset: ViewDataset, n: int = 64) -> fl
     for i in range(min(n, len(dataset))):
         b = collate([dataset[i]])
         d, _ = model.logits(b["pixel_values"], b["layouts"])
-        tiles = torch.tensor([r != "overview" for lay in b["layouts"] for r in lay.roles])
+        tiles = torch.tensor([r == "local" for lay in b["layouts"] for r in lay.roles])
+        if not tiles.any():  # single-view arms (ConvLLaVA): the whole image is the view
+            tiles = torch.ones_like(tiles)
         m = (b["digit"] != NONE) & tiles  # the views where the tag is readable
         hit += int((d.argmax(-1)[m] == b["digit"][m]).sum())
         tot += int(m.sum())

@@ -2,7 +2,7 @@
 
 from ..registry import ENCODERS
 from .base import VisionEncoder
-from . import clip, convnext, tinyconv  # noqa: F401  (register "clip", "convnext", "tinyconv")
+from . import clip, convnext, hybrid, tinyconv  # noqa: F401  (register "clip", "convnext", "hybrid", "tinyconv")
 
 get = ENCODERS.get
 names = ENCODERS.names

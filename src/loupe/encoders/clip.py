@@ -141,8 +141,8 @@ class CLIPEncoder(VisionEncoder):
             pos = native_positions(emb.position_embedding.weight, gh, gw)
             tokens = vm.pre_layrnorm(torch.cat([cls, patches], 1) + pos)
             tokens = F.pad(tokens, (0, 0, 0, length - tokens.shape[1]))  # zeros after pre_layrnorm, as officially
-            for k, i in enumerate(idx):
-                rows[i] = tokens[k]
+            for i, t in zip(idx, tokens.unbind(0)):  # unbind: one backward, not one zero-fill per tile
+                rows[i] = t
         x = torch.stack(rows)
         mask = None
         if len({gw * gh for gw, gh in grids}) > 1:  # padded tokens are masked as keys (official 4-D additive mask)
@@ -152,7 +152,7 @@ class CLIPEncoder(VisionEncoder):
                 ~keep[:, None, None, :], torch.finfo(x.dtype).min)
         for layer in vm.encoder.layers[: self.num_layers_run]:
             x = layer(x, mask)
-        maps = [x[i, 1 : 1 + gw * gh].reshape(gh, gw, c) for i, (gw, gh) in enumerate(grids)]
+        maps = [t[1 : 1 + gw * gh].reshape(gh, gw, c) for t, (gw, gh) in zip(x.unbind(0), grids)]
         return torch.stack(maps) if len(set(grids)) == 1 else maps
 
     @property

@@ -200,6 +200,7 @@ class ConvNeXtEncoder(VisionEncoder):
         layer_scale_init_value: float = 1e-6
         drop_path_rate: float = 0.0
         select_layer: int = -1  # -1: last stage output; -2: without the last block of the last stage (official)
+        torch_init: bool = False  # PyTorch-default init (loupe.init) for from-scratch training, not HF's N(0, 0.02)
         image_mean: tuple = CLIP_MEAN
         image_std: tuple = CLIP_STD
 
@@ -214,6 +215,7 @@ class ConvNeXtEncoder(VisionEncoder):
 
     def __init__(self, config):
         super().__init__(config)
+        self.self_init = bool(config.torch_init)  # read by the model's post_init (loupe.init)
         hf = ConvNextConfig(num_stages=len(config.depths), depths=list(config.depths),
                             hidden_sizes=list(config.hidden_sizes), patch_size=config.patch_size,
                             layer_scale_init_value=config.layer_scale_init_value,

@@ -7,7 +7,10 @@ map of Fourier features of each patch centre in **whole-image coordinates** (so 
 share one coordinate system; needs the layouts); ``depth`` pre-LN transformer blocks; a final LayerNorm.
 Pixels are normalised with mean 0.5 / std 0.25.
 
-Shapes: (N, 3, H, W) -> (N, H/8, W/8, width).
+Shapes: (N, 3, H, W) -> (N, H/8, W/8, width). With ``native_aspect`` (for LLaVA-UHD-style slicers whose tiles differ
+in size; the processor zero-pads them into one batch) each tile is cropped to ``layouts[i].tile_sizes`` and encoded
+at its own grid, one batched pass per distinct size: a tensor when all tiles share a grid, else a list of
+(h_i, w_i, width) maps in tile order (as the ``clip`` encoder's ``native_aspect``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import LoupeError
 from ..registry import ENCODERS
 from .base import VisionEncoder
 
@@ -42,6 +46,7 @@ class TinyConvEncoder(VisionEncoder):
         heads: int = 4
         max_grid: int = 8  # learned in-view positions for up to max_grid x max_grid patches (interpolated beyond)
         n_freq: int = 6
+        native_aspect: bool = False  # per-tile sizes from the layouts (see the module docstring)
         image_mean: tuple = (0.5, 0.5, 0.5)
         image_std: tuple = (0.25, 0.25, 0.25)
 
@@ -86,30 +91,56 @@ class TinyConvEncoder(VisionEncoder):
     def output_dim(cls, config) -> int:
         return int(config.width)
 
-    def _coords(self, n: int, gh: int, gw: int, layouts, device, dtype):
-        """(n, gh*gw, 2) patch centres in whole-image [0, 1] coordinates, and (n,) role ids."""
-        u = (torch.arange(gw, device=device, dtype=dtype) + 0.5) / gw
-        v = (torch.arange(gh, device=device, dtype=dtype) + 0.5) / gh
-        vv, uu = torch.meshgrid(v, u, indexing="ij")
-        local = torch.stack([uu, vv], -1).reshape(1, gh * gw, 2).expand(n, -1, -1)
-        if not layouts:
-            return local, torch.zeros(n, dtype=torch.long, device=device)
+    @staticmethod
+    def _tile_table(layouts) -> tuple[list, list]:
+        """Per tile of the flat batch: its box in whole-image [0, 1] coordinates, and its role id."""
         boxes, roles = [], []
         for lay in layouts:
             w, h = lay.image_size
             bs = lay.boxes or tuple((0.0, 0.0, float(w), float(h)) for _ in lay.roles)
             boxes += [(x0 / w, y0 / h, x1 / w, y1 / h) for x0, y0, x1, y1 in bs]
             roles += [ROLES.get(r, 1) for r in lay.roles]
-        b = torch.tensor(boxes, device=device, dtype=dtype)  # (n, 4)
-        xy = b[:, None, :2] + local * (b[:, None, 2:] - b[:, None, :2])
-        return xy, torch.tensor(roles, device=device)
+        return boxes, roles
 
-    def forward(self, pixel_values: torch.Tensor, layouts=None) -> torch.Tensor:
+    def _coords(self, n: int, gh: int, gw: int, table, device, dtype):
+        """(n, gh*gw, 2) patch centres in whole-image [0, 1] coordinates, and (n,) role ids."""
+        u = (torch.arange(gw, device=device, dtype=dtype) + 0.5) / gw
+        v = (torch.arange(gh, device=device, dtype=dtype) + 0.5) / gh
+        vv, uu = torch.meshgrid(v, u, indexing="ij")
+        local = torch.stack([uu, vv], -1).reshape(1, gh * gw, 2).expand(n, -1, -1)
+        if table is None:
+            return local, torch.zeros(n, dtype=torch.long, device=device)
+        b = torch.tensor(table[0], device=device, dtype=dtype)  # (n, 4)
+        xy = b[:, None, :2] + local * (b[:, None, 2:] - b[:, None, :2])
+        return xy, torch.tensor(table[1], device=device)
+
+    def forward(self, pixel_values: torch.Tensor, layouts=None) -> torch.Tensor | list[torch.Tensor]:
+        table = self._tile_table(layouts) if layouts else None
+        if self.config.native_aspect and layouts:
+            sizes = [tuple(s) for lay in layouts for s in lay.tile_sizes]
+            n, _, height, width = pixel_values.shape
+            if len(sizes) != n or any(w > width or h > height for w, h in sizes):
+                raise LoupeError(f"tinyconv native_aspect: {n} tiles of {width}x{height} px do not fit the layouts' "
+                                 f"tile sizes {sizes[:4]}...")
+            if len(set(sizes)) > 1:
+                out: list = [None] * n
+                for w, h in dict.fromkeys(sizes):  # one batched pass per distinct tile size
+                    idx = [i for i, s in enumerate(sizes) if s == (w, h)]
+                    sub = ([table[0][i] for i in idx], [table[1][i] for i in idx])
+                    maps = self._encode(pixel_values[idx, :, :h, :w], sub)
+                    for i, m in zip(idx, maps.unbind(0)):  # unbind: one backward, not one zero-fill per tile
+                        out[i] = m
+                return out
+            w, h = sizes[0]
+            pixel_values = pixel_values[:, :, :h, :w]
+        return self._encode(pixel_values, table)
+
+    def _encode(self, pixel_values: torch.Tensor, table) -> torch.Tensor:
         x = self.stem(pixel_values)  # (N, C, gh, gw)
         n, c, gh, gw = x.shape
         pos = self.pos if (gh, gw) == self.pos.shape[-2:] else F.interpolate(self.pos, (gh, gw), mode="bilinear")
         x = (x + pos).flatten(2).transpose(1, 2)  # (N, L, C)
-        xy, roles = self._coords(n, gh, gw, layouts, x.device, x.dtype)
+        xy, roles = self._coords(n, gh, gw, table, x.device, x.dtype)
         x = x + self.coord(fourier_features(xy, self.config.n_freq)) + self.role(roles)[:, None]
         for blk in self.blocks:
             x = blk(x)

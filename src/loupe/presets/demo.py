@@ -1,13 +1,29 @@
 """Presets of the main-job demo (``loupe demo``): tiny from-scratch models that learn on 2 CPU cores.
 
-All arms share one vision encoder (``tinyconv``, a stand-in for CLIP pretrained by the demo's stage 1),
-the connector (mlp2x with 2x2 pooling: 4 tokens per 32-px view) and the language model (2 blocks of width
-128). Only the image pathway differs:
+Every arm shares the language model (2 blocks of width 128), the tokenizer and the benchmark's image sizes
+(128x128, 160x96, 96x160); each arm keeps its method's own slicer, encoder and connector, at demo scale
+(a 32 px "tile" stands for 336 px, an 8 px patch for 14 px). Arms whose method does not change the vision
+encoder share one ``tinyconv`` (a stand-in for CLIP, pretrained once by the demo's stage 1 on every such
+arm's views); ConvLLaVA and FILA bring their own encoders, pretrained the same way.
 
-* ``demo-lowres`` — LLaVA-1.5 style: the image padded to a square and downscaled to one 32 px view
-  (4x for a 128 px image): 4 visual tokens.
-* ``demo-anyres`` — LLaVA-NeXT style: the overview plus native-resolution 32 px tiles of the image
-  (pinpoints = the benchmark's image sizes, so tiles are never resampled): 4 + 4 x tiles tokens.
+* ``demo-lowres``     — LLaVA-1.5: pad to a square, downscale to one 32 px view; mlp2x with 2x2 pooling: 4 tokens.
+* ``demo-anyres``     — LLaVA-NeXT anyres: overview + native-resolution 32 px tiles (pinpoints = the benchmark's
+  sizes, so tiles are never resampled): 4 + 4 x tiles tokens.
+* ``demo-inf-llava``  — INF-LLaVA: Dual-perspective Cropping of the image padded and resized to 128 px (4x4 local
+  tiles + 4x4 pixel-interleaved global tiles of 32 px, + overview), DEM over the 16x16 mosaics
+  (4 heads, FFN x4), average-pooled to one 4x4 tile (the paper's Eq. 7; [LOUPE] the official bilinear down-sampling,
+  a centre sample at 3x, would here keep only each tile's centre 2x2 cells), mean with the overview, mlp2x:
+  16 tokens.
+* ``demo-convllava``  — ConvLLaVA: one 128 px view padded to square through a five-stage ConvNeXt (64x: 2x2
+  grid), mlp2x: the baseline's 4 tokens at 4x the resolution.
+* ``demo-uhd-v2``     — LLaVA-UHD v2: UHD adaptive slices (<= 16 slices of ~32 px, native aspect, 8 px patches)
+  + an overview, ``tinyconv`` per slice at its own grid, Hiwin (2x2 RoI-aligned windows with learnable queries:
+  4 tokens per slice), separators in the official token order. [LOUPE] The 1x level only (``feature_scale_mask=1``,
+  no VDIM): the guided up-sampler's 7x7 per-pixel filters over every slice cost too much here (measured, batch 32,
+  2 cores: 0.57 / 3.2 / 17.4 s per training step with levels {1x} / {1x, 2x} / {1x, 4x}, vs 0.27 s for anyres);
+  ``loupe.build("demo-uhd-v2", connector={"feature_scale_mask": 5})`` is the released configuration.
+* ``demo-fila`` (:mod:`loupe.presets.fila`) — FILA: anyres tiles through a small CLIP ViT with a ConvNeXt over the
+  whole canvas fused by CVFM.
 """
 
 from . import TINY_IMAGE_TOKEN_ID, TINY_TOKENIZER, register_preset
@@ -17,13 +33,15 @@ DEMO_TILE = 32
 DEMO_LLM = dict(model_type="llama", hidden_size=128, intermediate_size=512, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=4, vocab_size=1024, max_position_embeddings=1024,
                 bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
-DEMO_VISION = {"name": "tinyconv", "width": 96, "depth": 1, "heads": 4, "max_grid": 4}
+DEMO_VISION = {"name": "tinyconv", "width": 96, "depth": 1, "heads": 4, "max_grid": 4, "native_aspect": True}
 DEMO_CONNECTOR = {"name": "mlp", "depth": 2, "pool": 2}
+DEMO_CONVNEXT = {"name": "convnext", "depths": (1, 1, 1, 1, 1), "hidden_sizes": (32, 48, 64, 96, 128),
+                 "torch_init": True, "image_mean": (0.5, 0.5, 0.5), "image_std": (0.25, 0.25, 0.25)}
 
 
-def _demo(slicer: dict) -> dict:
+def _demo(slicer: dict, vision: dict | None = None, connector: dict | None = None) -> dict:
     return {
-        "config": dict(slicer=slicer, vision=dict(DEMO_VISION), connector=dict(DEMO_CONNECTOR),
+        "config": dict(slicer=slicer, vision=dict(vision or DEMO_VISION), connector=dict(connector or DEMO_CONNECTOR),
                        text_config=dict(DEMO_LLM), image_token_id=TINY_IMAGE_TOKEN_ID),
         "tokenizer": dict(TINY_TOKENIZER),
     }
@@ -37,3 +55,22 @@ def _demo_lowres():
 @register_preset("demo-anyres", "demo high-res: overview + native 32 px tiles (LLaVA-NeXT anyres style)")
 def _demo_anyres():
     return _demo({"name": "anyres", "tile_size": DEMO_TILE, "pinpoints": [list(s) for s in DEMO_SIZES]})
+
+
+@register_preset("demo-inf-llava", "demo INF-LLaVA: DCM at 128 px (4x4 local + 4x4 global 32 px tiles), DEM, 16 tokens")
+def _demo_inf_llava():
+    return _demo({"name": "dcm", "tile_size": DEMO_TILE, "size": 4 * DEMO_TILE},
+                 connector={"name": "dem", "heads": 4, "ffn_ratio": 4, "pool": "avg"})
+
+
+@register_preset("demo-convllava", "demo ConvLLaVA: one 128 px view, five-stage ConvNeXt (64x), 4 tokens")
+def _demo_convllava():
+    return _demo({"name": "pad", "tile_size": 4 * DEMO_TILE}, vision=DEMO_CONVNEXT,
+                 connector={"name": "mlp", "depth": 2})
+
+
+@register_preset("demo-uhd-v2", "demo LLaVA-UHD v2: UHD slices (<= 16 x ~32 px, native aspect), Hiwin 2x2 windows (1x level)")
+def _demo_uhd_v2():
+    return _demo({"name": "uhd", "tile_size": DEMO_TILE, "patch_size": 8, "max_slice_nums": 16, "comma_id": 16,
+                  "newline_id": 203},
+                 connector={"name": "hiwin", "grid_size": 2, "feature_scale_mask": 1})
