@@ -73,6 +73,7 @@ class BorderConfig:
     lr: float = 1e-3
     threads: int = 2
     corner: bool = False  # tags on tile corners (a quarter in each of 4 tiles) instead of vertical borders
+    pool: int | None = None  # connector pooling (None: the preset's 2x2, 4 tokens per 32 px view; 4: one token)
     arms: list = field(default_factory=lambda: list(ARMS))
 
     @classmethod
@@ -81,13 +82,16 @@ class BorderConfig:
                       "train_steps": 150, **kw})
 
 
-def overrides(arm: str) -> dict:
-    return {"slicer": {"name": "anyres", "pinpoints": [SIZE]}, **ARMS[arm]}
+def overrides(arm: str, pool: int | None = None) -> dict:
+    over = {"slicer": {"name": "anyres", "pinpoints": [SIZE]}, **ARMS[arm]}
+    if pool:
+        over["connector"] = {"pool": pool}
+    return over
 
 
-def build(arm: str):
-    """(model, processor) of an arm: ``loupe.build`` gives the processor the same slicer override as the model."""
-    return loupe.build(PRESET, **overrides(arm))
+def build(arm: str, pool: int | None = None):
+    """(model, processor) of an arm: ``loupe.build`` gives the processor the same overrides as the model."""
+    return loupe.build(PRESET, **overrides(arm, pool))
 
 
 # --- stage 1: stand-ins for the pretrained towers ----------------------------------------------------------------
@@ -208,7 +212,7 @@ def train_and_score(arm: str, vit_state: dict, conv_state: dict | None, data: di
     from loupe.training import recipe_from_dict, run_recipe
 
     torch.manual_seed(cfg.seed)
-    model, proc = build(arm)
+    model, proc = build(arm, cfg.pool)
     vt = model.vision_tower
     vt.vision_model.load_state_dict(vit_state)
     if conv_state is not None:
@@ -262,8 +266,8 @@ def run(cfg: BorderConfig, log=print) -> dict:
     log(f"[data] {cfg.n_pretrain} pretraining images (straddle 0.5), {cfg.n_train} train / {cfg.n_test} test images "
         f"(straddle 1.0) ({time.time() - t0:.0f}s)")
     torch.manual_seed(cfg.seed)
-    fila, proc = build("fila")
-    base, _ = build("no-conv")
+    fila, proc = build("fila", cfg.pool)
+    base, _ = build("no-conv", cfg.pool)
     base.vision_tower.vision_model.load_state_dict(fila.vision_tower.vision_model.state_dict())  # one ViT init
     views = Views(json.loads(Path(pre["train"]["path"]).read_text()), Path(pre["image_root"]), proc.image_processor)
     torch.manual_seed(cfg.seed)
@@ -300,7 +304,7 @@ def summarize(folders) -> str:
         if not {"fila", "no-conv"} <= set(acc):
             continue
         c = r["config"]
-        budget = f"{c['train_steps']} steps x {c['batch']}, {c['n_train']} images" + (", corners" if c.get("corner") else "")
+        budget = f"{c['train_steps']} steps x {c['batch']}, {c['n_train']} images" + (", corners" if c.get("corner") else "") + (f", pool {c['pool']}" if c.get("pool") else "")
         pair = (acc["fila"]["detail"], acc["no-conv"]["detail"])
         by_budget.setdefault(budget, []).append(pair)
         rows.append(f"| {budget} | {c['seed']} | {pair[0]} | {pair[1]} | {pair[0] - pair[1]:+.1f} | "
@@ -323,13 +327,14 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-steps", type=int, default=None)
     ap.add_argument("--corner", action="store_true", help="tags on tile corners (4 quarters) instead of borders")
+    ap.add_argument("--pool", type=int, default=None, help="connector pooling (4: one token per 32 px view)")
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     ap.add_argument("--summarize", nargs="+", metavar="FOLDER", help="print a table of finished runs and exit")
     args = ap.parse_args(argv)
     if args.summarize:
         print(summarize(args.summarize))
         return None
-    kw = {"output": args.output, "seed": args.seed, "arms": args.arms, "corner": args.corner}
+    kw = {"output": args.output, "seed": args.seed, "arms": args.arms, "corner": args.corner, "pool": args.pool}
     if args.train_steps:
         kw["train_steps"] = args.train_steps
     cfg = BorderConfig.quick(**kw) if args.quick else BorderConfig(**kw)

@@ -329,6 +329,23 @@ def test_pools_and_overview_follow_their_definitions():
         DEMConnector.num_tokens(DEMConnector.Config(), slicers.build({"name": "pad"}).plan((50, 50)), [(4, 4)])
 
 
+def test_out_scale_keeps_a_finer_grid_and_counts_its_tokens():
+    """out_scale=3 on a 3x3 DCM (12x12 mosaic): the output keeps 12x12 cells instead of one tile's 4x4, 144 tokens,
+    the processor's count too; a scale that does not divide the tile grid is refused for avg pooling."""
+    torch.manual_seed(0)
+    cfg = connectors.get("dem").Config(dem="none", pool="avg", combine_overview="none", out_scale=3)
+    con = DEMConnector(cfg, in_dim=8, out_dim=8)
+    lay = slicers.build({"name": "dcm", "tile_size": 56, "size": 168}).plan((100, 70))
+    feats = torch.randn(lay.num_tiles, 4, 4, 8)
+    (out,) = con(feats, [lay])
+    assert out.shape == (144, 8) and DEMConnector.num_tokens(cfg, lay, [(4, 4)] * lay.num_tiles) == 144
+    with pytest.raises(LoupeError, match="out_scale"):
+        DEMConnector(connectors.get("dem").Config(dem="none", pool="avg", out_scale=2), in_dim=8, out_dim=8)(feats, [lay])
+    model, proc = loupe.build("inf-llava-tiny", connector={"out_scale": 3, "pool": "bilinear"})
+    assert proc.num_image_tokens((100, 70)) == 144
+    assert model.layouts(torch.tensor([[100, 70]]))[0].num_tiles == lay.num_tiles
+
+
 # --- the tiny preset end to end ------------------------------------------------------------------------------------
 def test_tiny_inf_llava_trains_end_to_end(tmp_path):
     torch.manual_seed(0)

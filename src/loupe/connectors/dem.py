@@ -59,6 +59,8 @@ Paper variants, by name (defaults = official code, so the released checkpoints l
 * ``pool``: ``bilinear`` (official) | ``avg`` (Eq. 7 F_pool); ``None`` = bilinear, or avg for ``dem="none"``.
 * ``combine_overview``: ``mean`` (official) | ``add`` (the paper's "[336+1008]" element-wise addition,
   Tab. 3) | ``none`` (the overview tile is still encoded but unused).
+* ``out_scale`` [LOUPE]: keep an ``out_scale`` x finer grid than one tile (official 1: 576 tokens; 2: 2304), the
+  overview repeated onto it; a token-budget knob for ablations, not in the paper.
 
 Accounting: :meth:`DEMConnector.num_tokens` (pure), :meth:`DEMConnector.flops` and :func:`dem_cost` (the
 DEM vs full cross-attention over the two mosaics, FLOPs and attention-matrix elements; performance anchors §4:
@@ -285,6 +287,7 @@ class DEMConnector(Connector):
         baseline: str = "local"  # dem="none" only: local | global | add (Tab. 6 "w/ DCM")
         heads: int = 8
         ffn_ratio: int = 16
+        out_scale: int = 1  # [LOUPE] output grid = out_scale x the tile grid (official 1: 72x72 -> 24x24 = 576)
         depth: int = 2  # projector: mlp2x_gelu
         act: str = "gelu"
 
@@ -295,6 +298,8 @@ class DEMConnector(Connector):
                     raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
             if self.pool is not None and self.pool not in POOLS:
                 raise ValueError(f"pool must be one of {POOLS} or None, got {self.pool!r}")
+            if self.out_scale < 1:
+                raise ValueError(f"out_scale must be >= 1, got {self.out_scale}")
 
         @property
         def pool_mode(self) -> str:
@@ -330,7 +335,7 @@ class DEMConnector(Connector):
     @classmethod
     def num_tokens(cls, config, layout, grids) -> int:
         gw, gh = cls._plan(config, layout, grids)[3]
-        return gw * gh
+        return gw * gh * config.out_scale ** 2
 
     @classmethod
     def flops(cls, config, layout, grids, in_dim: int, out_dim: int, attention: str = "windowed") -> dict[str, int]:
@@ -338,7 +343,7 @@ class DEMConnector(Connector):
         full cross-attention alternative instead of the windows."""
         tg = cls._plan(config, layout, grids)[3]
         cost = dem_cost(in_dim, tg, layout.grid, config.heads, attention, config.dem, config.fusion, config.ffn_ratio)
-        tokens = tg[0] * tg[1]
+        tokens = tg[0] * tg[1] * config.out_scale ** 2
         projector = 2 * tokens * in_dim * out_dim + (config.depth - 1) * 2 * tokens * out_dim * out_dim
         out = {"dem_" + k: v for k, v in cost.items() if k not in ("total", "attn_elements")}
         out["projector"] = projector
@@ -369,11 +374,16 @@ class DEMConnector(Connector):
             b = len(members)
             loc = features[loc_rows].reshape(b, -1, g_h, g_w, c)
             glo = features[glo_rows].reshape(b, -1, g_h, g_w, c)
-            x = downsample(self.spatial_embed(loc, glo, grid), (g_h, g_w), self.config.pool_mode)
+            sc = self.config.out_scale
+            if self.config.pool_mode == "avg" and (grid[0] % sc or grid[1] % sc):
+                raise LoupeError(f"dem out_scale={sc} must divide the {grid[0]}x{grid[1]} tile grid for pool='avg'")
+            x = downsample(self.spatial_embed(loc, glo, grid), (g_h * sc, g_w * sc), self.config.pool_mode)
             if self.config.combine_overview != "none":
                 ov = features[ov_rows]
+                if sc > 1:  # the overview's cells repeated onto the finer output grid
+                    ov = ov.repeat_interleave(sc, 1).repeat_interleave(sc, 2)
                 x = torch.stack([ov, x], -1).mean(-1) if self.config.combine_overview == "mean" else ov + x
-            y = self.proj(x).reshape(b, g_h * g_w, -1)
+            y = self.proj(x).reshape(b, g_h * g_w * sc * sc, -1)
             for k, i in enumerate(members):
                 out[i] = y[k]
         return out
