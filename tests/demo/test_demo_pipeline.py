@@ -40,7 +40,7 @@ def test_demo_runs_end_to_end_at_toy_budget(tmp_path):
             assert n == proc.num_image_tokens((w, h))
         assert set(row["accuracy"]) == {"detail", "layout", "overall"} and row["gflops_per_image"] > 0
     tokens = {p: r["visual_tokens_by_size"]["128x128"] for p, r in rows.items()}
-    assert tokens == {"demo-lowres": 4, "demo-anyres": 68, "demo-inf-llava": 16, "demo-convllava": 4,
+    assert tokens == {"demo-lowres": 4, "demo-anyres": 68, "demo-inf-llava": 64, "demo-convllava": 4,
                       "demo-uhd-v2": 84, "demo-fila": 68}
     for f in ("results.json", "results.md"):
         assert (tmp_path / "demo" / f).exists()
@@ -78,3 +78,11 @@ def test_same_seed_same_table_and_weights(tmp_path):
     wc = load_file(str(next((tmp_path / "c" / "demo-lowres" / "train").rglob("model.safetensors"))))
     wa = load_file(str(next((tmp_path / "a" / "demo-lowres" / "train").rglob("model.safetensors"))))
     assert any(not torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_cli_demo_rejects_unknown_arm(tmp_path, capsys):
+    from loupe.cli.main import main
+
+    assert main(["demo", "--quick", "--output", str(tmp_path), "--arms", "demo-lowres", "llava-next-7b"]) == 2
+    err = capsys.readouterr().err
+    assert "llava-next-7b" in err and "demo-anyres" in err

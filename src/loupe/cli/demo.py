@@ -9,6 +9,8 @@ def add_parser(sub):
     p.add_argument("--output", default="out/demo")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-steps", type=int, default=None)
+    p.add_argument("--arms", nargs="+", default=None, metavar="PRESET",
+                   help="demo presets to train (default: all; --quick: demo-lowres demo-anyres)")
     p.set_defaults(func=run)
 
 
@@ -18,6 +20,15 @@ def run(args) -> int:
     kw = {"output": args.output, "seed": args.seed}
     if args.train_steps:
         kw["train_steps"] = args.train_steps
+    if args.arms:
+        from loupe.demo.run import ARMS
+        from loupe.errors import LoupeError
+
+        known = [p for _, p in ARMS]
+        bad = [a for a in args.arms if a not in known]
+        if bad:
+            raise LoupeError(f"unknown demo arm(s) {bad}; choose from {known}")
+        kw["arms"] = list(args.arms)
     cfg = DemoConfig.quick(**kw) if args.quick else DemoConfig(**kw)
     result = run_demo(cfg)
     from loupe.demo.run import markdown_table

@@ -195,11 +195,14 @@ def plot(rows: list[dict], path: Path) -> None:
     except ImportError:  # plotting is optional
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    seen: dict[tuple, int] = {}
+    import math
+
+    placed: list[tuple[float, float]] = []
     for r in rows:
         x, y = r["visual_tokens"], r["accuracy"].get("detail", 0)
-        k = seen.get((round(x), round(y / 5)), 0)  # stagger labels of points that coincide
-        seen[(round(x), round(y / 5))] = k + 1
+        # stagger the labels of points that nearly coincide (log-x within 1.6x, y within 6 points)
+        k = sum(1 for px, py in placed if abs(math.log10(max(x, 1e-9) / max(px, 1e-9))) < 0.2 and abs(y - py) < 6)
+        placed.append((x, y))
         ax.scatter(x, y, s=60)
         ax.annotate(r["method"], (x, y), fontsize=7, xytext=(5, 4 - 10 * k), textcoords="offset points")
     ax.set_xscale("log")

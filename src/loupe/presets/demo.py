@@ -9,11 +9,15 @@ arm's views); ConvLLaVA and FILA bring their own encoders, pretrained the same w
 * ``demo-lowres``     — LLaVA-1.5: pad to a square, downscale to one 32 px view; mlp2x with 2x2 pooling: 4 tokens.
 * ``demo-anyres``     — LLaVA-NeXT anyres: overview + native-resolution 32 px tiles (pinpoints = the benchmark's
   sizes, so tiles are never resampled): 4 + 4 x tiles tokens.
-* ``demo-inf-llava``  — INF-LLaVA: Dual-perspective Cropping of the image padded and resized to 128 px (4x4 local
-  tiles + 4x4 pixel-interleaved global tiles of 32 px, + overview), DEM over the 16x16 mosaics
-  (4 heads, FFN x4), average-pooled to one 4x4 tile (the paper's Eq. 7; [LOUPE] the official bilinear down-sampling,
-  a centre sample at 3x, would here keep only each tile's centre 2x2 cells), mean with the overview, mlp2x:
-  16 tokens.
+* ``demo-inf-llava``  — INF-LLaVA: Dual-perspective Cropping at native resolution (the paper's layout: the image cut
+  into 32 px local tiles + as many pixel-interleaved global tiles, + overview), DEM over the mosaics (4 heads, FFN
+  x4, official fusion), down-sampled to 8x8 = 64 tokens. [LOUPE] three measured departures from the released
+  configuration, each a Loupe option (same pretrained encoder, 200 steps, detail %): the official layout pads and
+  resizes every image to one 128 px canvas (0.8x for 160x96: 8 %); the official output of one tile's grid (4x4 =
+  16 tokens, 4x4 cells per token: 8 %); averaging with the overview (``combine_overview="mean"``: 8 %, ``add``: 8 %,
+  ``none``: 63 %; local tiles alone without DEM or overview: 100 % detail, 52 % layout). So here: ``layout="paper"``,
+  ``out_scale=2`` (2x2 cells per token, as the other arms' connectors), ``combine_overview="none"`` (the global
+  tiles carry the layout through DEM).
 * ``demo-convllava``  — ConvLLaVA: one 128 px view padded to square through a five-stage ConvNeXt (64x: 2x2
   grid), mlp2x: the baseline's 4 tokens at 4x the resolution.
 * ``demo-uhd-v2``     — LLaVA-UHD v2: UHD adaptive slices (<= 16 slices of ~32 px, native aspect, 8 px patches)
@@ -57,10 +61,11 @@ def _demo_anyres():
     return _demo({"name": "anyres", "tile_size": DEMO_TILE, "pinpoints": [list(s) for s in DEMO_SIZES]})
 
 
-@register_preset("demo-inf-llava", "demo INF-LLaVA: DCM at 128 px (4x4 local + 4x4 global 32 px tiles), DEM, 16 tokens")
+@register_preset("demo-inf-llava", "demo INF-LLaVA: DCM at native resolution (32 px local + global tiles), DEM, 64 tokens")
 def _demo_inf_llava():
-    return _demo({"name": "dcm", "tile_size": DEMO_TILE, "size": 4 * DEMO_TILE},
-                 connector={"name": "dem", "heads": 4, "ffn_ratio": 4, "pool": "avg"})
+    return _demo({"name": "dcm", "tile_size": DEMO_TILE, "size": 4 * DEMO_TILE, "layout": "paper"},  # size: official only
+                 connector={"name": "dem", "heads": 4, "ffn_ratio": 4, "pool": "bilinear", "out_scale": 2,
+                            "combine_overview": "none"})
 
 
 @register_preset("demo-convllava", "demo ConvLLaVA: one 128 px view, five-stage ConvNeXt (64x), 4 tokens")
