@@ -86,3 +86,24 @@ def test_cli_demo_rejects_unknown_arm(tmp_path, capsys):
     assert main(["demo", "--quick", "--output", str(tmp_path), "--arms", "demo-lowres", "llava-next-7b"]) == 2
     err = capsys.readouterr().err
     assert "llava-next-7b" in err and "demo-anyres" in err
+
+
+def test_rerun_keeps_finished_arms_and_retrains_changed_settings(tmp_path, monkeypatch):
+    """A second run in the same folder with the same settings reuses every finished arm (no training); other
+    settings train again."""
+    import loupe.training as training
+
+    cfg = DemoConfig(output=str(tmp_path / "d"), n_train=72, n_test=4, pretrain_steps=1, train_steps=1, batch_size=4,
+                     arms=["demo-lowres", "demo-anyres"])
+    first = run_demo(cfg, log=lambda *a: None)
+    (tmp_path / "d" / "demo-anyres" / "row.json").unlink()  # as if killed while training anyres
+
+    calls = []
+    real = training.run_recipe
+    monkeypatch.setattr(training, "run_recipe", lambda *a, **k: calls.append(a[0].name) or real(*a, **k))
+    second = run_demo(cfg, log=lambda *a: None)
+    assert calls == ["demo-demo-anyres"]
+    assert second["rows"][0] == first["rows"][0]
+    calls.clear()
+    run_demo(DemoConfig(**{**cfg.__dict__, "train_steps": 2}), log=lambda *a: None)
+    assert calls == ["demo-demo-lowres", "demo-demo-anyres"]

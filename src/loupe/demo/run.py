@@ -66,6 +66,19 @@ def encoder_groups(built: dict) -> list[list[str]]:
     return list(groups.values())
 
 
+def config_key(cfg: DemoConfig) -> str:
+    """The settings that decide an arm's result (not the output folder, threads or the arm list)."""
+    return json.dumps({k: v for k, v in cfg.__dict__.items() if k not in ("output", "threads", "arms")}, sort_keys=True)
+
+
+def _finished(path: Path, key: str) -> dict | None:
+    try:
+        r = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return r if r.get("config_key") == key else None
+
+
 def _norm(s: str) -> str:
     return s.strip().lower().rstrip(".").strip()
 
@@ -98,13 +111,21 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     test_recs = json.loads(Path(data["test"]["path"]).read_text())
     root = Path(data["image_root"])
 
+    # finished arms of an earlier run with the same settings are kept (a long run never loses finished work)
+    key = config_key(cfg)
+    done = {p: r for p in cfg.arms if (r := _finished(out / p / "row.json", key)) is not None}
+
     # stage 1: each distinct encoder pretrained once, on the views of every arm that uses it
     built = {}
     for p in cfg.arms:
         torch.manual_seed(cfg.seed)
         built[p] = loupe.build(p)
     pre, pre_time, enc_state = {}, 0.0, {}
+    for p, r in done.items():
+        pre[p] = r["pretrain"]
     for group in encoder_groups(built):
+        if all(p in done for p in group):
+            continue
         t1 = time.time()
         encoder = built[group[0]][0].vision_tower
         torch.manual_seed(cfg.seed)
@@ -121,6 +142,10 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     rows = []
     labels = dict((p, lab) for lab, p in ARMS)
     for preset in cfg.arms:
+        if preset in done:
+            rows.append(done[preset]["row"])
+            log(f"[demo] {done[preset]['row']['method']}: kept from {out / preset / 'row.json'} (same settings)")
+            continue
         model, proc = built[preset]
         model.vision_tower.load_state_dict(enc_state[preset])
         init = out / preset / "init"
@@ -164,6 +189,9 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
         log(f"[demo] {row['method']}: detail {row['accuracy'].get('detail')}%, layout {row['accuracy'].get('layout')}% "
             f"({train_time:.0f}s)")
         (out / preset / "predictions.json").write_text(json.dumps(preds, indent=0))
+        tmp = out / preset / "row.json.tmp"
+        tmp.write_text(json.dumps({"config_key": key, "row": row, "pretrain": pre[preset]}, indent=1))
+        tmp.replace(out / preset / "row.json")  # atomic: a killed run leaves no half-written row
 
     result = {"config": cfg.__dict__, "pretrain": pre, "pretrain_seconds": round(pre_time, 1), "rows": rows,
               "total_seconds": round(time.time() - t0, 1)}
