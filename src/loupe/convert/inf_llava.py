@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import torch
 
 from ..errors import LoupeError
+from .common import read_checkpoint as _read_checkpoint
 
 #: official name -> Loupe name, as (regex, replacement); the first rule that matches wins
 KEY_MAP: list[tuple[str, str]] = [
@@ -90,25 +88,8 @@ def convert_state_dict(state_dict: dict) -> tuple[dict, ConversionReport]:
 
 
 def read_checkpoint(path) -> dict:
-    """All tensors of a local folder (``*.safetensors``, else ``pytorch_model*.bin``, else ``mm_projector.bin``)
-    or of one checkpoint file."""
-    p = Path(path)
-    if not p.exists():
-        raise LoupeError(f"INF-LLaVA checkpoint not found: {p}")
-    files = ([p] if p.is_file() else sorted(p.glob("*.safetensors")) or sorted(p.glob("pytorch_model*.bin"))
-             or sorted(p.glob("mm_projector.bin")))
-    if not files:
-        raise LoupeError(f"{p} holds no *.safetensors, pytorch_model*.bin or mm_projector.bin file")
-    from safetensors.torch import load_file
-
-    sd: dict = {}
-    for f in files:
-        try:
-            sd.update(load_file(str(f)) if f.suffix == ".safetensors" else torch.load(str(f), map_location="cpu",
-                                                                                    weights_only=True))
-        except Exception as e:  # corrupt or foreign files
-            raise LoupeError(f"cannot read checkpoint file {f}: {e}") from None
-    return sd
+    """All tensors of a local folder or checkpoint file (:func:`loupe.convert.common.read_checkpoint`)."""
+    return _read_checkpoint(path, "INF-LLaVA checkpoint")
 
 
 def load_official(model, folder_or_state_dict, part: str = "full") -> ConversionReport:

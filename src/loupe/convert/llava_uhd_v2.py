@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import torch
 
 from ..errors import LoupeError
+from .common import read_checkpoint as _read_checkpoint
 
 #: official name -> Loupe name, as (regex, replacement); the first rule that matches wins
 KEY_MAP: list[tuple[str, str]] = [
@@ -100,28 +98,8 @@ def convert_state_dict(state_dict: dict, levels=(1, 4), part: str = "full") -> t
 
 
 def read_checkpoint(path) -> dict:
-    """Tensors of a folder (``*.safetensors``, else ``pytorch_model*.bin``, else ``mm_projector.bin``) or one file
-    (a Lightning ``.ckpt`` is unwrapped from its ``state_dict``)."""
-    p = Path(path)
-    if not p.exists():
-        raise LoupeError(f"LLaVA-UHD v2 checkpoint not found: {p}")
-    files = ([p] if p.is_file() else sorted(p.glob("*.safetensors")) or sorted(p.glob("pytorch_model*.bin"))
-             or sorted(p.glob("mm_projector.bin")))
-    if not files:
-        raise LoupeError(f"{p} holds no *.safetensors, pytorch_model*.bin or mm_projector.bin file")
-    sd: dict = {}
-    for f in files:
-        try:
-            if f.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                part = load_file(str(f))
-            else:
-                part = torch.load(str(f), map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise LoupeError(f"cannot read checkpoint file {f}: {e}") from None
-        sd.update(part["state_dict"] if isinstance(part.get("state_dict"), dict) else part)
-    return sd
+    """All tensors of a local folder or checkpoint file (:func:`loupe.convert.common.read_checkpoint`)."""
+    return _read_checkpoint(path, "LLaVA-UHD v2 checkpoint")
 
 
 def load_official(model, folder_or_state_dict, part: str = "full") -> ConversionReport:
