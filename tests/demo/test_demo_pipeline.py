@@ -107,3 +107,20 @@ def test_rerun_keeps_finished_arms_and_retrains_changed_settings(tmp_path, monke
     calls.clear()
     run_demo(DemoConfig(**{**cfg.__dict__, "train_steps": 2}), log=lambda *a: None)
     assert calls == ["demo-demo-lowres", "demo-demo-anyres"]
+
+
+def test_bad_demo_and_synth_settings_are_named(tmp_path, capsys):
+    import pytest
+
+    from loupe.cli.main import main
+    from loupe.errors import LoupeError
+
+    for kw, msg in (({"train_steps": -5}, "train_steps"), ({"n_train": 10}, "n_train"), ({"arms": []}, "arm")):
+        with pytest.raises(LoupeError, match=msg):
+            DemoConfig(**kw)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["demo", "--quick", "--output", str(blocker / "out")]) == 2
+    assert "cannot create the demo output folder" in capsys.readouterr().err
+    assert main(["data", "synth", "--output", str(tmp_path / "s"), "--n-train", "-3"]) == 2
+    assert "n_train" in capsys.readouterr().err

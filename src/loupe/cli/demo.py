@@ -21,14 +21,7 @@ def run(args) -> int:
     if args.train_steps:
         kw["train_steps"] = args.train_steps
     if args.arms:
-        from loupe.demo.run import ARMS
-        from loupe.errors import LoupeError
-
-        known = [p for _, p in ARMS]
-        bad = [a for a in args.arms if a not in known]
-        if bad:
-            raise LoupeError(f"unknown demo arm(s) {bad}; choose from {known}")
-        kw["arms"] = list(args.arms)
+        kw["arms"] = list(args.arms)  # checked by DemoConfig
     cfg = DemoConfig.quick(**kw) if args.quick else DemoConfig(**kw)
     result = run_demo(cfg)
     from loupe.demo.run import markdown_table

@@ -62,6 +62,14 @@ class SynthConfig:
     straddle_corner: bool = False  # a straddling tag sits on a tile corner (a quarter in each of 4 tiles)
     distractors: tuple = (2, 5)
 
+    def __post_init__(self):
+        from ..errors import LoupeError
+
+        if self.n_train < 0 or self.n_test < 0:
+            raise LoupeError(f"n_train and n_test must be >= 0, got {self.n_train} and {self.n_test}")
+        if not 0.0 <= self.straddle <= 1.0:
+            raise LoupeError(f"straddle is a share of the tags, 0..1; got {self.straddle}")
+
 
 def _draw_shape(a: np.ndarray, kind: str, cx: int, cy: int, r: int, colour) -> None:
     h, w, _ = a.shape

@@ -51,6 +51,19 @@ class DemoConfig:
     threads: int | None = None  # torch threads (None: leave as is)
     arms: list = field(default_factory=lambda: [a[1] for a in ARMS])
 
+    def __post_init__(self):
+        from ..errors import LoupeError
+
+        for name in ("n_train", "n_test", "pretrain_steps", "train_steps", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise LoupeError(f"demo {name} must be >= 1, got {getattr(self, name)}")
+        if self.n_train < 65:  # stage 1 holds out 64 images
+            raise LoupeError(f"demo n_train must be > 64 (stage 1 holds 64 images out), got {self.n_train}")
+        known = [p for _, p in ARMS]
+        bad = [a for a in self.arms if a not in known]
+        if bad or not self.arms:
+            raise LoupeError(f"unknown demo arm(s) {bad or self.arms}; choose from {known}")
+
     @classmethod
     def quick(cls, **kw) -> "DemoConfig":
         return cls(**{"n_train": 1200, "n_test": 150, "pretrain_steps": 300, "train_steps": 120,
@@ -98,7 +111,12 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     from .pretrain import pretrain_encoder
 
     out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from ..errors import LoupeError
+
+        raise LoupeError(f"cannot create the demo output folder {out}: {e.strerror}") from None
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
