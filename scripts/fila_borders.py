@@ -12,24 +12,35 @@ Arms (same preset, same data, same budgets, same seeds; only the ConvNeXt branch
   whole canvas, CVFM after ViT blocks 1 and 2 (zero-initialised).
 * ``no-conv``  — ``demo-fila`` with ``vision.fusion="none"``: exactly the CLIP ViT on the anyres tiles (LLaVA-NeXT).
 
-Recipe ([LOUPE], the demo's, ``../shared/specs/demo-learning-facts.md``; identical for both arms):
+Protocol ([LOUPE] stand-ins at demo scale, ``../shared/specs/demo-learning-facts.md``; identical for both arms):
 
-1. Stand-ins for the pretrained towers (FILA starts from CLIP and a LAION ConvNeXt), on a separate pretraining set
-   (``straddle=0.5``: half the tags inside one tile, half across a border; another seed than the task):
-   a. the ViT: a linear head on each view's mean-pooled features names the digit the view shows **any part of**
-      ("none" otherwise; half-tags count, which gives the no-conv arm every chance) and, on the overview, the big
-      shape's side; shared by both arms (the same weights are loaded into each);
-   b. the ConvNeXt (fila arm only; the baseline has no such part): on the whole canvas, the digit from the
+1. Stand-ins for the pretrained towers (FILA starts from CLIP and a LAION ConvNeXt, both pretrained on whole
+   images), on a separate pretraining set (another seed than the task) whose tags are never cut by a tile border
+   but sit at both patch phases: ``pretrain_shift=0.5`` puts half of them half a patch off the 8 px grid, inside
+   one tile — the phase the straddling tags have (CLIP sees objects at every position, but never a crop line):
+   a. the ViT, on every view: a linear head on the view's mean-pooled features names the digit the view shows
+      (or "none") and, on the overview, the big shape's side; the same weights go into both arms;
+   b. the ConvNeXt (fila arm only; the baseline has no such part), on the whole canvas: the digit from the
       max-pooled last-stage map and the side from the mean.
    Both stop once held-out accuracy >= ``gate`` (after ``min_steps``) or at ``*_steps``.
-2. Instruction training per arm with Loupe's recipe runner: each image a two-turn conversation (digit, side),
-   every part trained at lr 1e-3 (the demo's stage 2), ``train_steps`` steps of batch ``batch``.
+2. Instruction training per arm with Loupe's recipe runner, the connector and LLM starting from the **same**
+   weights in both arms (a paired comparison: only the branch differs): each image a two-turn conversation
+   (digit, side), ``train_steps`` steps of batch ``batch`` at lr 1e-3. ``recipe="fila"`` (default) trains FILA's
+   stage-2 set: CVFM + connector + LLM with both towers frozen (as the released CLIP and ConvNeXt are; the baseline
+   then trains connector + LLM, LLaVA-NeXT's stage 1 set); ``recipe="all"`` trains every part (the demo's stage 2).
 3. Greedy answers on the straddle test set (another seed), exact match per question kind.
+
+Variants measured on the way (``--summarize`` tabulates them; all in the #8 notes): pretraining with half the
+tags straddling and every view that shows any part of a tag labelled with its digit (``--pretrain-straddle 0.5
+--pretrain-shift 0``: the ViT is taught to read half glyphs, both arms ~95 %); grid-aligned pretraining only
+(``--pretrain-shift 0``: the tags of the task then sit at a patch phase neither tower has seen, both arms at
+chance); per-token / per-cell pretraining (``--dense``: both at chance); tags on tile corners (``--corner``); one
+token per view (``--pool 4``).
 
 Images are 96x96 (3x3 tiles + overview = 10 views; pinpoint [96, 96]) rather than the demo's 128 px to halve CPU
 time. Usage: ``python scripts/fila_borders.py [--quick] [--seed N] [--output out/fila_borders]`` -> stdout lines,
 ``results.json``, ``results.md``; ``--summarize out/fila_borders*`` tabulates finished runs. One run at the default
-budget takes about 2.5 min on 2 free cores (30 min when the cores are shared with other jobs).
+budget takes about 2 min on 2 free cores.
 """
 
 from __future__ import annotations
@@ -74,6 +85,11 @@ class BorderConfig:
     threads: int = 2
     corner: bool = False  # tags on tile corners (a quarter in each of 4 tiles) instead of vertical borders
     pool: int | None = None  # connector pooling (None: the preset's 2x2, 4 tokens per 32 px view; 4: one token)
+    recipe: str = "fila"  # "fila": towers frozen, CVFM + connector + LLM train; "all": every part trains
+    straddle: float = 1.0  # share of task tags across a tile border (0: a control where every tag fits one tile)
+    dense: bool = False  # stand-in pretraining per token / cell (every token names the digit it overlaps) not pooled
+    pretrain_shift: float = 0.5  # share of pretraining tags half a patch off the grid, wholly inside one tile
+    pretrain_straddle: float = 0.0  # share of pretraining tags across a tile border (0: whole objects, like CLIP's)
     arms: list = field(default_factory=lambda: list(ARMS))
 
     @classmethod
@@ -109,6 +125,14 @@ def view_labels(layout, rec) -> list[tuple[int, int, bool]]:
     return out
 
 
+def cell_labels(box, grid: tuple[int, int], tag, digit: int) -> torch.Tensor:
+    """(gh, gw) labels of the cells of ``box`` (image coordinates): the digit where a cell overlaps the tag, else NONE."""
+    (gh, gw), (x0, y0, x1, y1) = grid, box
+    cw, ch = (x1 - x0) / gw, (y1 - y0) / gh
+    return torch.tensor([[digit if _overlaps((x0 + j * cw, y0 + i * ch, x0 + (j + 1) * cw, y0 + (i + 1) * ch), tag)
+                          else NONE for j in range(gw)] for i in range(gh)])
+
+
 class Views:
     """Pixel views of the pretraining images, processed once (10 views of 32 px per 96 px image)."""
 
@@ -117,6 +141,21 @@ class Views:
         for rec in records:
             feats, (layout,) = image_processor.process([load_image(root / rec["image"])])
             self.items.append((feats["pixel_values"], layout, view_labels(layout, rec), rec))
+        self.size = load_image(root / records[0]["image"]).size  # (W, H); every image here has one size
+
+    def dense(self, idx, grid: tuple[int, int], canvas: bool = False) -> torch.Tensor:
+        """Per-cell digit labels: (B, gh, gw) over each image's canvas, or (views, gh, gw) over each view
+        (local tiles only; the overview's cells are ignored, -100)."""
+        out = []
+        for i in idx:
+            _, layout, _, rec = self.items[i]
+            tag, digit = rec["tag_box"], int(rec["digit"])
+            if canvas:
+                out.append(cell_labels((0, 0, *self.size), grid, tag, digit))
+                continue
+            out += [cell_labels(box, grid, tag, digit) if role == "local" else torch.full(grid, -100)
+                    for role, box in zip(layout.roles, layout.boxes)]
+        return torch.stack(out)
 
     def batch(self, idx):
         items = [self.items[i] for i in idx]
@@ -160,16 +199,22 @@ def pretrain_vit(encoder, views: Views, cfg, log) -> dict:
 
     def logits(idx):
         pix, lays, digit, side, whole, _, _ = views.batch(idx)
-        f = encoder(pix, layouts=lays).mean(dim=(1, 2))
+        tokens = encoder(pix, layouts=lays)  # (views, gh, gw, C)
+        f = tokens.mean(dim=(1, 2))
+        if cfg.dense:  # every token names the digit it overlaps (local tiles)
+            return heads["digit"](tokens).flatten(0, 2), heads["side"](f), views.dense(idx, tokens.shape[1:3]).flatten(), side, None, lays
         return heads["digit"](f), heads["side"](f), digit, side, whole, lays
 
     def loss_fn(idx):
         d, s, digit, side, _, _ = logits(idx)
-        return F.cross_entropy(d, digit, weight=weight) + F.cross_entropy(s, side, ignore_index=-100)
+        return F.cross_entropy(d, digit, weight=weight, ignore_index=-100) + F.cross_entropy(s, side, ignore_index=-100)
 
     @torch.no_grad()
     def eval_fn(idx):  # tags wholly inside a local tile (the views a ViT can read)
         d, _, digit, _, whole, lays = logits(idx)
+        if cfg.dense:  # the tokens on a tag
+            m = (digit >= 0) & (digit < NONE)
+            return float((d.argmax(-1)[m] == digit[m]).float().mean()) if m.any() else 0.0
         local = torch.tensor([r == "local" for lay in lays for r in lay.roles])
         m = whole & local
         return float((d.argmax(-1)[m] == digit[m]).float().mean()) if m.any() else 0.0
@@ -183,31 +228,46 @@ def pretrain_conv(encoder, views: Views, cfg, log) -> dict:
     branch = encoder.conv_branch
     last = len(branch.config.depths)
     dim = branch.config.hidden_sizes[-1]
-    heads = nn.ModuleDict({"norm": nn.LayerNorm(dim), "digit": nn.Linear(dim, 10), "side": nn.Linear(dim, 2)})
+    heads = nn.ModuleDict({"norm": nn.LayerNorm(dim), "digit": nn.Linear(dim, 11 if cfg.dense else 10),
+                           "side": nn.Linear(dim, 2)})
+    weight = torch.tensor([1.0] * 10 + [0.2])
 
     def logits(idx):
         pix, lays, _, _, _, digit, side = views.batch(idx)
         jobs = [j for j in encoder.conv_jobs(pix, lays) if len(j.tiles) > 1]  # the canvases, one per image
         m = encoder.conv_stage_maps(torch.stack([j.image for j in jobs]), last)[last]  # (B, C, h, w)
+        grid = m.shape[2:]
         m = heads["norm"](m.flatten(2).transpose(1, 2))
+        if cfg.dense:  # every cell names the digit it overlaps
+            return heads["digit"](m).flatten(0, 1), heads["side"](m.mean(1)), views.dense(idx, grid, canvas=True).flatten(), side
         return heads["digit"](m.amax(1)), heads["side"](m.mean(1)), digit, side
 
     def loss_fn(idx):
         d, s, digit, side = logits(idx)
-        return F.cross_entropy(d, digit) + F.cross_entropy(s, side)
+        return F.cross_entropy(d, digit, weight=weight if cfg.dense else None) + F.cross_entropy(s, side)
 
     @torch.no_grad()
     def eval_fn(idx):
         d, _, digit, _ = logits(idx)
-        return float((d.argmax(-1) == digit).float().mean())
+        m = digit < NONE  # dense: the cells on a tag
+        return float((d.argmax(-1)[m] == digit[m]).float().mean())
 
     params = list(branch.parameters()) + list(heads.parameters())
     return _train_loop(params, loss_fn, eval_fn, len(views.items), cfg, cfg.conv_steps, "pretrain ConvNeXt", log)
 
 
 # --- stages 2-3: instruction training and scoring per arm ------------------------------------------------------------
-def train_and_score(arm: str, vit_state: dict, conv_state: dict | None, data: dict, cfg: BorderConfig, out: Path,
-                    log) -> dict:
+def parts(arm: str, cfg: BorderConfig) -> dict:
+    """Trainable parts per arm: FILA's stage-2 set (CVFM + projector + LLM; both towers frozen, as the released CLIP
+    and ConvNeXt are) or, with ``recipe="all"``, every part (the demo's stage 2)."""
+    if cfg.recipe == "all":
+        return {"vision_tower": cfg.lr, "connector": cfg.lr, "language_model": cfg.lr}
+    vision = {"vision_tower": {"lr": cfg.lr, "only": [r"vision_tower\.cvfm\."]}} if arm == "fila" else {}
+    return {**vision, "connector": cfg.lr, "language_model": cfg.lr}
+
+
+def train_and_score(arm: str, vit_state: dict, conv_state: dict | None, shared_state: dict, data: dict,
+                    cfg: BorderConfig, out: Path, log) -> dict:
     from loupe.evaluation.predict import predict
     from loupe.training import recipe_from_dict, run_recipe
 
@@ -215,6 +275,8 @@ def train_and_score(arm: str, vit_state: dict, conv_state: dict | None, data: di
     model, proc = build(arm, cfg.pool)
     vt = model.vision_tower
     vt.vision_model.load_state_dict(vit_state)
+    bad = model.load_state_dict(shared_state, strict=False).unexpected_keys
+    assert not bad, f"shared weights the {arm} arm lacks: {bad[:3]}"
     if conv_state is not None:
         vt.conv_branch.load_state_dict(conv_state)
     init = out / arm / "init"
@@ -226,7 +288,7 @@ def train_and_score(arm: str, vit_state: dict, conv_state: dict | None, data: di
         "stages": [{
             "name": "instruct", "init_from": str(init),
             "data": {"path": "train.json", "image_root": "images", "template": "tiny"},
-            "parts": {"vision_tower": cfg.lr, "connector": cfg.lr, "language_model": cfg.lr},
+            "parts": parts(arm, cfg),
             "global_batch_size": cfg.batch, "per_device_batch_size": cfg.batch, "max_steps": cfg.train_steps,
             "max_length": 512, "schedule": "cosine", "warmup_ratio": 0.05, "weight_decay": 0.01, "max_grad_norm": 1.0,
             "save_steps": cfg.train_steps, "save_total_limit": 1, "logging_steps": 25, "group_by_length": False,
@@ -259,12 +321,13 @@ def run(cfg: BorderConfig, log=print) -> dict:
     t0 = time.time()
     sizes = [list(SIZE)]
     pre = generate(out / "pretrain_data", SynthConfig(n_train=cfg.n_pretrain, n_test=0, seed=cfg.seed + 500,
-                                                      sizes=sizes, straddle=0.5, straddle_corner=cfg.corner))
+                                                      sizes=sizes, straddle=cfg.pretrain_straddle, straddle_corner=cfg.corner,
+                                                      shift=cfg.pretrain_shift))
     data = generate(out / "data", SynthConfig(n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.seed,
-                                              test_seed=cfg.seed + 1000, sizes=sizes, straddle=1.0,
+                                              test_seed=cfg.seed + 1000, sizes=sizes, straddle=cfg.straddle,
                                               straddle_corner=cfg.corner))
-    log(f"[data] {cfg.n_pretrain} pretraining images (straddle 0.5), {cfg.n_train} train / {cfg.n_test} test images "
-        f"(straddle 1.0) ({time.time() - t0:.0f}s)")
+    log(f"[data] {cfg.n_pretrain} pretraining images (straddle {cfg.pretrain_straddle}), {cfg.n_train} train / {cfg.n_test} test images "
+        f"(straddle {cfg.straddle}) ({time.time() - t0:.0f}s)")
     torch.manual_seed(cfg.seed)
     fila, proc = build("fila", cfg.pool)
     base, _ = build("no-conv", cfg.pool)
@@ -276,7 +339,9 @@ def run(cfg: BorderConfig, log=print) -> dict:
     rep_conv = pretrain_conv(fila.vision_tower, views, cfg, log) if "fila" in cfg.arms else None
     vit_state = {k: v.detach().clone() for k, v in base.vision_tower.vision_model.state_dict().items()}
     conv_state = {k: v.detach().clone() for k, v in fila.vision_tower.conv_branch.state_dict().items()}
-    rows = [train_and_score(arm, vit_state, conv_state if arm == "fila" else None, data, cfg, out, log)
+    # connector + LLM start from the same weights in both arms (a paired comparison: only the branch differs)
+    shared_state = {k: v.detach().clone() for k, v in base.state_dict().items() if not k.startswith("vision_tower.")}
+    rows = [train_and_score(arm, vit_state, conv_state if arm == "fila" else None, shared_state, data, cfg, out, log)
             for arm in cfg.arms]
     result = {"config": asdict(cfg), "pretrain": {"vit": rep_vit, "conv": rep_conv}, "rows": rows,
               "total_seconds": round(time.time() - t0, 1)}
@@ -304,7 +369,12 @@ def summarize(folders) -> str:
         if not {"fila", "no-conv"} <= set(acc):
             continue
         c = r["config"]
-        budget = f"{c['train_steps']} steps x {c['batch']}, {c['n_train']} images" + (", corners" if c.get("corner") else "") + (f", pool {c['pool']}" if c.get("pool") else "")
+        budget = (f"{c['train_steps']} steps x {c['batch']}, {c['n_train']} images, "
+                  f"{'towers frozen' if c.get('recipe', 'all') == 'fila' else 'all parts train'}, pretraining "
+                  f"shift {c.get('pretrain_shift', 0.0)} / straddle {c.get('pretrain_straddle', 0.5)}"
+                  + (", dense" if c.get("dense") else "") + (", corners" if c.get("corner") else "")
+                  + (f", pool {c['pool']}" if c.get("pool") else "")
+                  + (f", task straddle {c['straddle']}" if c.get("straddle", 1.0) != 1.0 else ""))
         pair = (acc["fila"]["detail"], acc["no-conv"]["detail"])
         by_budget.setdefault(budget, []).append(pair)
         rows.append(f"| {budget} | {c['seed']} | {pair[0]} | {pair[1]} | {pair[0] - pair[1]:+.1f} | "
@@ -328,13 +398,25 @@ def main(argv=None):
     ap.add_argument("--train-steps", type=int, default=None)
     ap.add_argument("--corner", action="store_true", help="tags on tile corners (4 quarters) instead of borders")
     ap.add_argument("--pool", type=int, default=None, help="connector pooling (4: one token per 32 px view)")
+    ap.add_argument("--recipe", choices=["fila", "all"], default="fila",
+                    help="fila: towers frozen, CVFM + connector + LLM train (default); all: every part trains")
+    ap.add_argument("--straddle", type=float, default=1.0,
+                    help="share of task tags across a tile border (default 1; 0 = the control: tags inside tiles)")
+    ap.add_argument("--dense", action="store_true",
+                    help="stand-in pretraining per token / cell instead of per pooled view / canvas")
+    ap.add_argument("--pretrain-shift", type=float, default=0.5,
+                    help="share of pretraining tags half a patch off the grid but inside one tile (default 0.5)")
+    ap.add_argument("--pretrain-straddle", type=float, default=0.0,
+                    help="share of pretraining tags across a tile border (default 0: whole objects only)")
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     ap.add_argument("--summarize", nargs="+", metavar="FOLDER", help="print a table of finished runs and exit")
     args = ap.parse_args(argv)
     if args.summarize:
         print(summarize(args.summarize))
         return None
-    kw = {"output": args.output, "seed": args.seed, "arms": args.arms, "corner": args.corner, "pool": args.pool}
+    kw = {"output": args.output, "seed": args.seed, "arms": args.arms, "corner": args.corner, "pool": args.pool,
+          "recipe": args.recipe, "straddle": args.straddle, "dense": args.dense, "pretrain_straddle": args.pretrain_straddle,
+          "pretrain_shift": args.pretrain_shift}
     if args.train_steps:
         kw["train_steps"] = args.train_steps
     cfg = BorderConfig.quick(**kw) if args.quick else BorderConfig(**kw)

@@ -23,6 +23,23 @@ def test_synth_is_deterministic_and_tags_are_grid_aligned(tmp_path):
     assert all(len(r["conversations"]) == 4 for r in train)
 
 
+def test_synth_straddle_and_shift_place_tags_where_they_say(tmp_path):
+    """straddle: across a vertical tile border, 4 px in each tile; corner: across both borders; shift: half a
+    patch off the grid but inside one tile (the straddlers' phase, never cut)."""
+    def boxes(**kw):
+        d = generate(tmp_path / str(len(list(tmp_path.iterdir()))), SynthConfig(n_train=40, n_test=0, sizes=[[96, 96]], **kw))
+        return [r["tag_box"] for r in json.loads(open(d["train"]["path"]).read())]
+    for x0, y0, x1, y1 in boxes(straddle=1.0):
+        assert x0 % 32 == 28 and x1 % 32 == 4 and y0 % 8 == 0
+    for x0, y0, x1, y1 in boxes(straddle=1.0, straddle_corner=True):
+        assert x0 % 32 == 28 and y0 % 32 == 28
+    shifted = boxes(shift=1.0)
+    for x0, y0, x1, y1 in shifted:
+        assert x0 % 8 == 4 and x0 // 32 == (x1 - 1) // 32 and y0 % 8 == 0 and y0 // 32 == (y1 - 1) // 32
+    assert len({x0 % 32 for x0, *_ in shifted}) == 3  # every half-patch slot of a tile
+    assert boxes(shift=0.0) == boxes()  # shift=0 draws nothing: the default data are unchanged
+
+
 def test_demo_runs_end_to_end_at_toy_budget(tmp_path):
     """Every arm (each method's demo preset) through pretraining, its recipe, evaluation and the table."""
     cfg = DemoConfig(output=str(tmp_path / "demo"), n_train=72, n_test=4, pretrain_steps=1, train_steps=1, batch_size=4)

@@ -15,6 +15,8 @@ def add_parser(sub):
     s.add_argument("--sizes", default="128x128,160x96,96x160", help="comma-separated WxH, multiples of --tile")
     s.add_argument("--tile", type=int, default=32)
     s.add_argument("--straddle", type=float, default=0.0, help="share of tags placed across a tile boundary")
+    s.add_argument("--shift", type=float, default=0.0,
+                   help="share of the other tags half a patch off the grid, still inside one tile")
     s.set_defaults(func=run)
 
 
@@ -30,7 +32,7 @@ def run(args) -> int:
         if w % args.tile or h % args.tile or w <= 0 or h <= 0:
             raise LoupeError(f"size {w}x{h} is not a positive multiple of the tile ({args.tile})")
     cfg = SynthConfig(n_train=args.n_train, n_test=args.n_test, seed=args.seed, test_seed=args.test_seed,
-                      sizes=sizes, tile=args.tile, straddle=args.straddle)
+                      sizes=sizes, tile=args.tile, straddle=args.straddle, shift=args.shift)
     r = generate(args.output, cfg)
     print(f"train: {r['train']['records']} records ({r['train']['path']}); "
           f"test: {r['test']['records']} records ({r['test']['path']}); images in {r['image_root']}")

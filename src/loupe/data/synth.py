@@ -11,7 +11,9 @@ Questions, single-word answers scored by exact match:
 
 Tags sit on the 8-px patch grid and wholly inside one ``tile``-px tile by default (measured: tags placed
 anywhere learn far slower on a CPU budget, ``../shared/specs/demo-learning-facts.md``); ``straddle`` > 0
-moves that share of tags across a tile boundary (for methods that fuse across crops). Sizes are drawn from
+moves that share of tags across a tile boundary (for methods that fuse across crops), half a patch off the
+grid, and ``shift`` > 0 puts that share of the others half a patch off the grid too but wholly inside one
+tile (whole tags at the straddling tags' patch phase: pretraining data for the tile-border test). Sizes are drawn from
 ``sizes`` (multiples of ``tile``), so images of several aspect ratios appear. Deterministic from ``seed``;
 train and test come from different seeds. Written as LLaVA-format JSON (``id``, ``image``,
 ``conversations``): train records are one two-turn conversation per image (both questions, random
@@ -60,6 +62,7 @@ class SynthConfig:
     patch: int = 8
     straddle: float = 0.0
     straddle_corner: bool = False  # a straddling tag sits on a tile corner (a quarter in each of 4 tiles)
+    shift: float = 0.0  # share of the other tags moved half a patch right, still wholly inside their tile
     distractors: tuple = (2, 5)
 
     def __post_init__(self):
@@ -69,6 +72,8 @@ class SynthConfig:
             raise LoupeError(f"n_train and n_test must be >= 0, got {self.n_train} and {self.n_test}")
         if not 0.0 <= self.straddle <= 1.0:
             raise LoupeError(f"straddle is a share of the tags, 0..1; got {self.straddle}")
+        if not 0.0 <= self.shift <= 1.0:
+            raise LoupeError(f"shift is a share of the tags, 0..1; got {self.shift}")
 
 
 def _draw_shape(a: np.ndarray, kind: str, cx: int, cy: int, r: int, colour) -> None:
@@ -102,6 +107,8 @@ def render(rng: np.random.Generator, width: int, height: int, cfg: SynthConfig) 
         tx, ty = int(rng.integers(width // t)), int(rng.integers(height // t))
         bx = tx * t + int(rng.integers(t // p)) * p
         by = ty * t + int(rng.integers(t // p)) * p
+        if cfg.shift and rng.random() < cfg.shift:  # the straddling tags' patch phase, inside one tile
+            bx = tx * t + int(rng.integers(t // p - 1)) * p + p // 2
     label = np.full((p, p, 3), 250, dtype=np.uint8)
     glyph = GLYPHS[digit]
     label[(p - 7) // 2 : (p - 7) // 2 + 7, (p - 5) // 2 : (p - 5) // 2 + 5][glyph] = (20, 20, 20)
