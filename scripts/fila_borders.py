@@ -385,8 +385,10 @@ def summarize(folders) -> str:
         f, b = [p[0] for p in pairs], [p[1] for p in pairs]
         wins = sum(x > y for x, y in pairs)
         sd = (lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)
+        d = [x - y for x, y in pairs]
         out.append(f"- {budget}: {len(pairs)} seeds, fila {statistics.mean(f):.1f} +- {sd(f):.1f}, no-conv "
-                   f"{statistics.mean(b):.1f} +- {sd(b):.1f}, fila ahead in {wins}/{len(pairs)}")
+                   f"{statistics.mean(b):.1f} +- {sd(b):.1f}, paired difference {statistics.mean(d):+.1f} +- "
+                   f"{sd(d):.1f}, fila ahead in {wins}/{len(pairs)}")
     return "\n".join(out)
 
 
