@@ -395,7 +395,9 @@ def summarize(folders) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--output", default="out/fila_borders")
-    ap.add_argument("--quick", action="store_true", help="smaller budgets (about half the time; 150 steps is too short for the zero-initialised CVFM: FILA trails there, see the README)")
+    ap.add_argument("--quick", action="store_true",
+                    help="smaller budgets (about half the time; 150 steps is too short for the zero-initialised CVFM: "
+                         "FILA trails there, see the README)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-steps", type=int, default=None)
     ap.add_argument("--corner", action="store_true", help="tags on tile corners (4 quarters) instead of borders")
