@@ -126,7 +126,8 @@ def view_labels(layout, rec) -> list[tuple[int, int, bool]]:
 
 
 def cell_labels(box, grid: tuple[int, int], tag, digit: int) -> torch.Tensor:
-    """(gh, gw) labels of the cells of ``box`` (image coordinates): the digit where a cell overlaps the tag, else NONE."""
+    """(gh, gw) labels of the cells of ``box`` (image coordinates): the digit where a cell overlaps the tag, else
+    NONE."""
     (gh, gw), (x0, y0, x1, y1) = grid, box
     cw, ch = (x1 - x0) / gw, (y1 - y0) / gh
     return torch.tensor([[digit if _overlaps((x0 + j * cw, y0 + i * ch, x0 + (j + 1) * cw, y0 + (i + 1) * ch), tag)
@@ -202,7 +203,8 @@ def pretrain_vit(encoder, views: Views, cfg, log) -> dict:
         tokens = encoder(pix, layouts=lays)  # (views, gh, gw, C)
         f = tokens.mean(dim=(1, 2))
         if cfg.dense:  # every token names the digit it overlaps (local tiles)
-            return heads["digit"](tokens).flatten(0, 2), heads["side"](f), views.dense(idx, tokens.shape[1:3]).flatten(), side, None, lays
+            labels = views.dense(idx, tokens.shape[1:3]).flatten()
+            return heads["digit"](tokens).flatten(0, 2), heads["side"](f), labels, side, None, lays
         return heads["digit"](f), heads["side"](f), digit, side, whole, lays
 
     def loss_fn(idx):
@@ -239,7 +241,8 @@ def pretrain_conv(encoder, views: Views, cfg, log) -> dict:
         grid = m.shape[2:]
         m = heads["norm"](m.flatten(2).transpose(1, 2))
         if cfg.dense:  # every cell names the digit it overlaps
-            return heads["digit"](m).flatten(0, 1), heads["side"](m.mean(1)), views.dense(idx, grid, canvas=True).flatten(), side
+            labels = views.dense(idx, grid, canvas=True).flatten()
+            return heads["digit"](m).flatten(0, 1), heads["side"](m.mean(1)), labels, side
         return heads["digit"](m.amax(1)), heads["side"](m.mean(1)), digit, side
 
     def loss_fn(idx):
@@ -321,12 +324,14 @@ def run(cfg: BorderConfig, log=print) -> dict:
     t0 = time.time()
     sizes = [list(SIZE)]
     pre = generate(out / "pretrain_data", SynthConfig(n_train=cfg.n_pretrain, n_test=0, seed=cfg.seed + 500,
-                                                      sizes=sizes, straddle=cfg.pretrain_straddle, straddle_corner=cfg.corner,
+                                                      sizes=sizes, straddle=cfg.pretrain_straddle,
+                                                      straddle_corner=cfg.corner,
                                                       shift=cfg.pretrain_shift))
     data = generate(out / "data", SynthConfig(n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.seed,
                                               test_seed=cfg.seed + 1000, sizes=sizes, straddle=cfg.straddle,
                                               straddle_corner=cfg.corner))
-    log(f"[data] {cfg.n_pretrain} pretraining images (straddle {cfg.pretrain_straddle}), {cfg.n_train} train / {cfg.n_test} test images "
+    log(f"[data] {cfg.n_pretrain} pretraining images (straddle {cfg.pretrain_straddle}, shift {cfg.pretrain_shift}), "
+        f"{cfg.n_train} train / {cfg.n_test} test images "
         f"(straddle {cfg.straddle}) ({time.time() - t0:.0f}s)")
     torch.manual_seed(cfg.seed)
     fila, proc = build("fila", cfg.pool)
@@ -419,7 +424,8 @@ def main(argv=None):
         print(summarize(args.summarize))
         return None
     kw = {"output": args.output, "seed": args.seed, "arms": args.arms, "corner": args.corner, "pool": args.pool,
-          "recipe": args.recipe, "straddle": args.straddle, "dense": args.dense, "pretrain_straddle": args.pretrain_straddle,
+          "recipe": args.recipe, "straddle": args.straddle, "dense": args.dense,
+          "pretrain_straddle": args.pretrain_straddle,
           "pretrain_shift": args.pretrain_shift}
     if args.train_steps:
         kw["train_steps"] = args.train_steps

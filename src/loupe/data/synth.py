@@ -102,7 +102,8 @@ def render(rng: np.random.Generator, width: int, height: int, cfg: SynthConfig) 
     t, p = cfg.tile, cfg.patch
     if rng.random() < cfg.straddle:  # across a vertical tile boundary
         bx = int(rng.integers(1, width // t)) * t - p // 2
-        by = int(rng.integers(1, height // t)) * t - p // 2 if cfg.straddle_corner else int(rng.integers(0, height // p)) * p
+        by = (int(rng.integers(1, height // t)) * t - p // 2 if cfg.straddle_corner
+              else int(rng.integers(0, height // p)) * p)
     else:
         tx, ty = int(rng.integers(width // t)), int(rng.integers(height // t))
         bx = tx * t + int(rng.integers(t // p)) * p
