@@ -26,10 +26,8 @@ dtype (the release is bf16); a model built on the ``meta`` device gets the check
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-
 from ..errors import LoupeError
+from .common import ConversionReport, first_rule, fit_and_load, rename_state_dict
 from .common import read_checkpoint as _read_checkpoint
 
 #: official name -> Loupe name, as (regex, replacement); the first rule that matches wins
@@ -46,45 +44,14 @@ IGNORED: list[str] = [r"\.rotary_emb\.inv_freq$"]
 OPTIONAL = {"full": ("vision_tower.",), "adapter": ("vision_tower.", "language_model.")}
 
 
-@dataclass
-class ConversionReport:
-    loaded: list[str] = field(default_factory=list)  # Loupe names taken from the checkpoint
-    ignored: list[str] = field(default_factory=list)  # official names dropped on purpose
-    unmatched: list[str] = field(default_factory=list)  # official names no rule maps
-    missing: list[str] = field(default_factory=list)  # required Loupe names the checkpoint lacks
-    unexpected: list[str] = field(default_factory=list)  # mapped names the model does not have
-    left: list[str] = field(default_factory=list)  # optional Loupe names left as they were (the vision tower)
-
-    def __str__(self) -> str:
-        return (f"{len(self.loaded)} tensors loaded, {len(self.ignored)} ignored, {len(self.left)} left as they were "
-                f"(vision tower: load CLIP separately), {len(self.missing)} missing, "
-                f"{len(self.unexpected) + len(self.unmatched)} unexpected")
-
-
 def convert_key(name: str) -> str | None:
     """The Loupe name of one official key (None when no rule matches)."""
-    for pattern, repl in KEY_MAP:
-        if re.search(pattern, name):
-            return re.sub(pattern, repl, name, count=1)
-    return None
+    return first_rule(KEY_MAP, name)
 
 
 def convert_state_dict(state_dict: dict) -> tuple[dict, ConversionReport]:
     """Rename an official state dict by :data:`KEY_MAP` -> (Loupe state dict, report of ignored/unmatched names)."""
-    out, report = {}, ConversionReport()
-    for name, tensor in state_dict.items():
-        if any(re.search(p, name) for p in IGNORED):
-            report.ignored.append(name)
-            continue
-        new = convert_key(name)
-        if new is None:
-            report.unmatched.append(name)
-            continue
-        if new in out:
-            raise LoupeError(f"two checkpoint keys map to {new!r}")
-        out[new] = tensor
-        report.loaded.append(new)
-    return out, report
+    return rename_state_dict(state_dict, convert_key, IGNORED)
 
 
 def read_checkpoint(path) -> dict:
@@ -102,27 +69,5 @@ def load_official(model, folder_or_state_dict, part: str = "full") -> Conversion
         raise LoupeError(f"part must be one of {sorted(OPTIONAL)}, got {part!r}")
     sd = folder_or_state_dict if isinstance(folder_or_state_dict, dict) else read_checkpoint(folder_or_state_dict)
     new, report = convert_state_dict(sd)
-    mine = model.state_dict()
-    report.unexpected = sorted(k for k in new if k not in mine)
-    absent = sorted(k for k in mine if k not in new)
-    report.missing = [k for k in absent if not k.startswith(OPTIONAL[part])]
-    report.left = [k for k in absent if k.startswith(OPTIONAL[part])]
-    if report.unmatched or report.unexpected or report.missing:
-        raise LoupeError(
-            f"checkpoint does not fit the model: {len(report.missing)} missing {report.missing[:8]}, "
-            f"{len(report.unexpected)} unexpected after renaming {report.unexpected[:8]}, {len(report.unmatched)} "
-            f"with no rule in KEY_MAP {report.unmatched[:8]}"
-        )
-    for prefix in OPTIONAL[part]:  # an optional part is all there or all absent
-        absent_part = [k for k in report.left if k.startswith(prefix)]
-        if absent_part and any(k.startswith(prefix) for k in new):
-            raise LoupeError(f"checkpoint holds only part of {prefix[:-1]}: missing {absent_part[:8]}")
-    bad = [f"{k}: {tuple(v.shape)} vs {tuple(mine[k].shape)}" for k, v in new.items()
-           if tuple(v.shape) != tuple(mine[k].shape)]
-    if bad:
-        raise LoupeError(f"checkpoint shapes do not match the model ({len(bad)}): {bad[:8]}")
-    on_meta = any(t.is_meta for t in mine.values())
-    if on_meta:
-        new = {k: v.to(mine[k].dtype) for k, v in new.items()}
-    model.load_state_dict(new, strict=False, assign=on_meta)  # completeness was checked above
-    return report
+    optional = OPTIONAL[part]
+    return fit_and_load(model, new, report, lambda k: not k.startswith(optional), whole_parts=optional)

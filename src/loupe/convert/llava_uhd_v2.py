@@ -26,10 +26,8 @@ keys. A model built on the ``meta`` device gets the checkpoint tensors assigned.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-
 from ..errors import LoupeError
+from .common import ConversionReport, first_rule, fit_and_load, rename_state_dict
 from .common import read_checkpoint as _read_checkpoint
 
 #: official name -> Loupe name, as (regex, replacement); the first rule that matches wins
@@ -56,20 +54,6 @@ OPTIONAL = {"full": ("vision_tower.",), "adapter": ("vision_tower.", "language_m
             "vdim": ("vision_tower.", "language_model.", "connector.")}
 
 
-@dataclass
-class ConversionReport:
-    loaded: list[str] = field(default_factory=list)
-    ignored: list[str] = field(default_factory=list)  # official names dropped on purpose
-    unmatched: list[str] = field(default_factory=list)  # official names no rule maps
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    left: list[str] = field(default_factory=list)  # optional Loupe names left as they were
-
-    def __str__(self) -> str:
-        return (f"{len(self.loaded)} tensors loaded, {len(self.ignored)} dropped on purpose, {len(self.left)} left as "
-                f"they were, {len(self.missing)} missing, {len(self.unexpected) + len(self.unmatched)} unexpected")
-
-
 def dropped_patterns(levels, part: str = "full") -> list[str]:
     """:data:`DROPPED` plus the projectors/embeddings of the levels not in ``levels`` (e.g. (1, 4))."""
     unused = [lv for lv in (1, 2, 4, 8) if lv not in levels]
@@ -81,20 +65,7 @@ def dropped_patterns(levels, part: str = "full") -> list[str]:
 def convert_state_dict(state_dict: dict, levels=(1, 4), part: str = "full") -> tuple[dict, ConversionReport]:
     """Rename an official state dict -> (Loupe state dict, report of dropped / unmatched names)."""
     rules, drops = (VDIM_KEY_MAP if part == "vdim" else KEY_MAP), dropped_patterns(levels, part)
-    out, report = {}, ConversionReport()
-    for name, tensor in state_dict.items():
-        if any(re.search(p, name) for p in drops):
-            report.ignored.append(name)
-            continue
-        new = next((re.sub(p, r, name, count=1) for p, r in rules if re.search(p, name)), None)
-        if new is None:
-            report.unmatched.append(name)
-            continue
-        if new in out:
-            raise LoupeError(f"two checkpoint keys map to {new!r}")
-        out[new] = tensor
-        report.loaded.append(new)
-    return out, report
+    return rename_state_dict(state_dict, lambda name: first_rule(rules, name), drops)
 
 
 def read_checkpoint(path) -> dict:
@@ -111,24 +82,9 @@ def load_official(model, folder_or_state_dict, part: str = "full") -> Conversion
         raise LoupeError(f"part must be one of {sorted(OPTIONAL)}, got {part!r}")
     sd = folder_or_state_dict if isinstance(folder_or_state_dict, dict) else read_checkpoint(folder_or_state_dict)
     new, report = convert_state_dict(sd, getattr(model.connector, "levels", (1, 4)), part)
-    mine = model.state_dict()
-    report.unexpected = sorted(k for k in new if k not in mine)
-    absent = sorted(k for k in mine if k not in new)
     optional = OPTIONAL[part]
-    required = [k for k in absent if not k.startswith(optional)]
-    if part == "vdim":
-        required = [k for k in absent if k.startswith("connector.upsampler.")]
-    report.missing, report.left = required, [k for k in absent if k not in required]
-    if report.unmatched or report.unexpected or report.missing:
-        raise LoupeError(
-            f"checkpoint does not fit the model: {len(report.missing)} missing {report.missing[:8]}, "
-            f"{len(report.unexpected)} unexpected after renaming {report.unexpected[:8]}, {len(report.unmatched)} "
-            f"with no rule in KEY_MAP {report.unmatched[:8]}")
-    bad = [f"{k}: {tuple(v.shape)} vs {tuple(mine[k].shape)}" for k, v in new.items()
-           if tuple(v.shape) != tuple(mine[k].shape)]
-    if bad:
-        raise LoupeError(f"checkpoint shapes do not match the model ({len(bad)}): {bad[:8]}")
-    on_meta = any(t.is_meta for t in mine.values())
-    new = {k: v.to(mine[k].dtype) for k, v in new.items()}
-    model.load_state_dict(new, strict=False, assign=on_meta)  # completeness was checked above
-    return report
+
+    def required(k: str) -> bool:
+        return k.startswith("connector.upsampler.") if part == "vdim" else not k.startswith(optional)
+
+    return fit_and_load(model, new, report, required)
