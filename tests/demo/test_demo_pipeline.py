@@ -141,3 +141,8 @@ def test_bad_demo_and_synth_settings_are_named(tmp_path, capsys):
     assert "cannot create the demo output folder" in capsys.readouterr().err
     assert main(["data", "synth", "--output", str(tmp_path / "s"), "--n-train", "-3"]) == 2
     assert "n_train" in capsys.readouterr().err
+    for kw in ({"straddle": 1.5}, {"shift": -0.1}):
+        with pytest.raises(LoupeError, match=next(iter(kw))):
+            SynthConfig(**kw)
+    assert main(["data", "synth", "--output", str(tmp_path / "s"), "--shift", "2"]) == 2
+    assert "shift is a share" in capsys.readouterr().err
