@@ -102,6 +102,7 @@ def fit_and_load(model, new: dict, report: ConversionReport, is_required, whole_
     if bad:
         raise LoupeError(f"checkpoint shapes do not match the model ({len(bad)}): {bad[:8]}")
     on_meta = any(t.is_meta for t in mine.values())
-    new = {k: v.to(mine[k].dtype) for k, v in new.items()}
+    if on_meta:  # assigned as they are, so cast first; otherwise load_state_dict's copy_ casts without a second copy
+        new = {k: v.to(mine[k].dtype) for k, v in new.items()}
     model.load_state_dict(new, strict=False, assign=on_meta)  # completeness was checked above
     return report
