@@ -4,6 +4,7 @@ from ..registry import SLICERS
 from .base import Layout, Slicer, normalize
 from . import pad  # noqa: F401  (registers "pad")
 from . import anyres, aspect, dcm, uhd  # noqa: F401  (register "anyres", "aspect", "dcm", "uhd")
+from . import internvl, native  # noqa: F401  (register "internvl", "native")
 
 get = SLICERS.get
 names = SLICERS.names
