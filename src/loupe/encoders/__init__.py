@@ -3,6 +3,7 @@
 from ..registry import ENCODERS
 from .base import VisionEncoder
 from . import clip, convnext, hybrid, tinyconv  # noqa: F401  (register "clip", "convnext", "hybrid", "tinyconv")
+from . import internvit, qwen2_vl, siglip  # noqa: F401  (register "internvit", "qwen2_vl", "siglip")
 
 get = ENCODERS.get
 names = ENCODERS.names

@@ -77,4 +77,4 @@ def get_preset(name: str) -> dict[str, Any]:
 
 
 # one module per method; each registers its presets on import
-from . import llava, convllava, llava_next, demo, inf_llava, llava_uhd_v2, fila  # noqa: E402,F401
+from . import llava, convllava, llava_next, demo, inf_llava, llava_uhd_v2, fila, modern  # noqa: E402,F401
