@@ -112,9 +112,10 @@ class LoupeForConditionalGeneration(LoupePreTrainedModel, GenerationMixin):
         rows = image_sizes.tolist() if isinstance(image_sizes, torch.Tensor) else list(image_sizes)
         return [self.geometry.layout((int(w), int(h))) for h, w in rows]
 
-    def get_image_features(self, pixel_values: torch.Tensor, image_sizes) -> list[torch.Tensor]:
-        """One (num_tokens_i, D) tensor per image, in order."""
-        layouts = self.layouts(image_sizes)
+    def get_image_features(self, pixel_values: torch.Tensor, image_sizes, image_layouts=None) -> list[torch.Tensor]:
+        """One (num_tokens_i, D) tensor per image, in order. ``image_layouts`` (from the processor when it ran with
+        a per-image slicer setting, e.g. a token budget) replaces the layouts recomputed from ``image_sizes``."""
+        layouts = list(image_layouts) if image_layouts is not None else self.layouts(image_sizes)
         n_tiles = sum(lay.num_tiles for lay in layouts)
         if pixel_values.shape[0] != n_tiles:
             raise LoupeError(
@@ -132,7 +133,7 @@ class LoupeForConditionalGeneration(LoupePreTrainedModel, GenerationMixin):
                 raise LoupeError(f"connector produced {e.shape[0]} tokens for image {i}, its geometry says {expected}")
         return embeds
 
-    def _merge(self, input_ids, inputs_embeds, pixel_values, image_sizes):
+    def _merge(self, input_ids, inputs_embeds, pixel_values, image_sizes, image_layouts=None):
         image_mask = input_ids == self.config.image_token_id
         n_slots = int(image_mask.sum())
         if pixel_values is None:
@@ -141,7 +142,7 @@ class LoupeForConditionalGeneration(LoupePreTrainedModel, GenerationMixin):
             return inputs_embeds, None
         if image_sizes is None:
             raise LoupeError("pixel_values given without image_sizes")
-        embeds = self.get_image_features(pixel_values, image_sizes)
+        embeds = self.get_image_features(pixel_values, image_sizes, image_layouts)
         flat = torch.cat(embeds, 0).to(inputs_embeds.dtype) if embeds else inputs_embeds.new_zeros(0, inputs_embeds.shape[-1])
         if flat.shape[0] != n_slots:
             per_image = [int(e.shape[0]) for e in embeds]
@@ -166,6 +167,7 @@ class LoupeForConditionalGeneration(LoupePreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        image_layouts: list | None = None,
         **kwargs,
     ) -> LoupeCausalLMOutput:
         image_embeds = None
@@ -176,7 +178,7 @@ class LoupeForConditionalGeneration(LoupePreTrainedModel, GenerationMixin):
             # LM's vocabulary (LLaVA's -200 sentinel, without a sentinel in input_ids)
             ids = input_ids.masked_fill(input_ids == self.config.image_token_id, 0)
             inputs_embeds = self.get_input_embeddings()(ids)
-            inputs_embeds, image_embeds = self._merge(input_ids, inputs_embeds, pixel_values, image_sizes)
+            inputs_embeds, image_embeds = self._merge(input_ids, inputs_embeds, pixel_values, image_sizes, image_layouts)
         elif pixel_values is not None:
             raise LoupeError("pass pixel_values with input_ids, not with inputs_embeds")
         if labels is not None and input_ids is not None:

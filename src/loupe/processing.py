@@ -33,7 +33,7 @@ from .errors import LoupeError
 from .geometry import ImageGeometry
 from .images import DEFAULT_MAX_PIXELS, check_size, load_image
 from .registry import CONNECTORS, ENCODERS, SLICERS
-from .slicers import normalize
+from .slicers import build as _slicers_build, normalize
 
 
 class LoupeImageProcessor(BaseImageProcessor):
@@ -82,14 +82,21 @@ class LoupeImageProcessor(BaseImageProcessor):
         features, _ = self.process(images)
         return features
 
-    def process(self, images: Sequence) -> tuple[BatchFeature, list]:
-        """Slice and normalise a flat list of images; also return their layouts."""
+    def process(self, images: Sequence, slicers: Sequence | None = None) -> tuple[BatchFeature, list]:
+        """Slice and normalise a flat list of images; also return their layouts.
+
+        ``slicers``: optional per-image slicer configs (None = the configured one), e.g. from
+        :func:`loupe.budget.choose_slicer`; the model then needs the returned layouts (``image_layouts``).
+        """
         if not isinstance(images, (list, tuple)):
             images = [images]
-        slicer = self.geometry.slicer
+        if slicers is not None and len(slicers) != len(images):
+            raise LoupeError(f"got {len(slicers)} slicer configs for {len(images)} images; give one per image")
         tiles, layouts, sizes = [], [], []
-        for img in images:
+        for i, img in enumerate(images):
             pil = load_image(img, max_pixels=self.max_image_pixels)
+            spec = slicers[i] if slicers is not None else None
+            slicer = self.geometry.slicer if spec is None else _slicers_build(spec)
             t, layout = slicer.slice(pil)
             tiles.extend(t)
             layouts.append(layout)
@@ -169,13 +176,25 @@ class LoupeProcessor(ProcessorMixin):
         padding: bool | str = True,
         padding_side: str | None = None,
         add_special_tokens: bool = True,
+        image_slicers: Sequence | None = None,
+        max_image_tokens: int | None = None,
         **kwargs,
     ) -> BatchFeature:
+        """``image_slicers`` (one slicer config or None per image, in order) or ``max_image_tokens`` (a per-image
+        cap, :func:`loupe.budget.fit_slicer`) process images with other settings of the slicer's budget knob;
+        the output then also holds ``image_layouts`` (a list of layouts), which the model needs with them."""
         if text is None:
             raise LoupeError("LoupeProcessor needs text (use '<image>' where each image goes)")
         texts = [text] if isinstance(text, str) else list(text)
         flat = _flatten_images(images, texts, self.image_token)
-        features, layouts = self.image_processor.process(flat) if flat else (BatchFeature({}), [])
+        if max_image_tokens is not None and flat:
+            if image_slicers is not None:
+                raise LoupeError("give image_slicers or max_image_tokens, not both")
+            image_slicers = self.budget_slicers(flat, max_image_tokens)
+        if image_slicers is not None and flat:
+            features, layouts = self.image_processor.process(flat, slicers=list(image_slicers))
+        else:
+            features, layouts = self.image_processor.process(flat) if flat else (BatchFeature({}), [])
         counts = [self.image_processor.geometry.num_tokens(lay) for lay in layouts]
         expanded, k = [], 0
         for t in texts:
@@ -196,7 +215,21 @@ class LoupeProcessor(ProcessorMixin):
         )
         data = dict(enc)
         data.update(features)
+        if image_slicers is not None and flat:
+            data["image_layouts"] = layouts
         return BatchFeature(data, tensor_type=None)
+
+    def budget_slicers(self, images: Sequence, max_image_tokens: int, detail: str | None = None) -> list[dict]:
+        """Per image, the slicer config of :func:`loupe.budget.choose_slicer` under ``max_image_tokens``."""
+        from .budget import choose_slicer
+
+        ip = self.image_processor
+        out = []
+        for img in images:
+            w, h = _image_size(img) if not isinstance(img, bytes) else load_image(img, ip.max_image_pixels).size
+            check_size(w, h, ip.max_image_pixels, name=f"image of {w}x{h}")
+            out.append(choose_slicer(ip.slicer, ip.vision, ip.connector, (w, h), max_image_tokens, detail))
+        return out
 
     @property
     def model_input_names(self):
