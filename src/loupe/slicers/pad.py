@@ -7,6 +7,9 @@ CLIPImageProcessor resizes the square to ``tile_size`` (bicubic) and centre-crop
 transformers' re-implementation lost one pixel for odd sizes (PR #37819); this one follows the original.
 
 ``mode="resize"`` squashes the image to the square instead (no padding), for ablations.
+``mode="crop"`` is the llava-hf LLaVA-1.5 preprocessing (their ``CLIPImageProcessor``): resize the shortest
+edge to ``tile_size`` (the long side ``int(tile_size * long / short)``, bicubic), then a centre crop at offset
+``(side - tile_size) // 2`` (transformers ``get_resize_output_image_size`` / ``center_crop``).
 """
 
 from __future__ import annotations
@@ -38,12 +41,12 @@ class PadSlicer(Slicer):
     @dataclass
     class Config:
         tile_size: int = 336
-        mode: str = "pad"  # "pad" (expand2square, official) | "resize" (squash)
+        mode: str = "pad"  # "pad" (expand2square, official) | "resize" (squash) | "crop" (llava-hf CLIP)
         fill: tuple = CLIP_MEAN  # mean colour in [0, 1]; the fill is int(x * 255) per channel
 
         def __post_init__(self):
-            if self.mode not in ("pad", "resize"):
-                raise ValueError(f"mode must be 'pad' or 'resize', got {self.mode!r}")
+            if self.mode not in ("pad", "resize", "crop"):
+                raise ValueError(f"mode must be 'pad', 'resize' or 'crop', got {self.mode!r}")
 
     def plan(self, image_size) -> Layout:
         w, h = self.check_image_size(image_size)
@@ -52,6 +55,10 @@ class PadSlicer(Slicer):
             side, x0, y0 = square_paste_offset(w, h)
             canvas, content = (side, side), (x0, y0, x0 + w, y0 + h)
             box = (-x0, -y0, side - x0, side - y0)
+        elif self.config.mode == "crop":
+            (rw, rh), (cx, cy) = crop_resize_size(w, h, t)
+            s = min(w, h) / t  # resized pixel -> original pixel
+            canvas, content, box = (w, h), (0, 0, w, h), (cx * s, cy * s, (cx + t) * s, (cy + t) * s)
         else:
             canvas, content, box = (w, h), (0, 0, w, h), (0, 0, w, h)
         return Layout(
@@ -73,5 +80,18 @@ class PadSlicer(Slicer):
                 canvas = Image.new("RGB", (side, side), fill_colour(self.config.fill))
                 canvas.paste(image, (x0, y0))
                 image = canvas
+        if self.config.mode == "crop":
+            (rw, rh), (cx, cy) = crop_resize_size(*image.size, t)
+            resized = np.asarray(pil_resize(image, (rw, rh)), dtype=np.uint8)
+            return [np.ascontiguousarray(resized[cy : cy + t, cx : cx + t])], layout
         tile = np.asarray(pil_resize(image, (t, t)), dtype=np.uint8)
         return [tile], layout
+
+
+def crop_resize_size(width: int, height: int, tile: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``mode="crop"``: ((W', H') after the shortest-edge resize, (x, y) of the centre crop)."""
+    if width <= height:
+        rw, rh = tile, int(tile * height / width)
+    else:
+        rw, rh = int(tile * width / height), tile
+    return (rw, rh), ((rw - tile) // 2, (rh - tile) // 2)
