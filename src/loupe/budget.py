@@ -8,6 +8,8 @@ Every slicer has one natural knob that trades resolution for tokens:
 * ``uhd`` (LLaVA-UHD): ``max_slice_nums``, from the configured value down to 1 (overview only);
 * ``aspect`` (ConvLLaVA): ``short_side``, from the configured value down in steps of ``stride``;
 * ``internvl``: ``max_num`` (tile count cap), from the configured value down to ``min_num``;
+* ``native`` (Qwen2-VL): ``max_pixels`` of the resized image; the fit is exact: the largest ``max_pixels`` of the form
+  ``t * factor^2`` (``factor`` = patch x merge, 28) whose count fits, found from ``t = max_tokens`` downwards;
 * ``pad`` (LLaVA-1.5), ``dcm`` (INF-LLaVA) and any other slicer: fixed (one setting).
 
 :func:`fit_slicer` returns the slicer config (a plain dict, the form ``LoupeConfig.slicer`` takes) of the largest
@@ -29,7 +31,8 @@ from .geometry import ImageGeometry
 from .registry import SLICERS
 
 #: the name of each slicer's budget knob (for messages and ``/v1/loupe/plan``)
-KNOBS = {"anyres": "pinpoints", "uhd": "max_slice_nums", "aspect": "short_side", "internvl": "max_num"}
+KNOBS = {"anyres": "pinpoints", "uhd": "max_slice_nums", "aspect": "short_side", "internvl": "max_num",
+         "native": "max_pixels"}
 
 
 def settings(slicer: dict) -> list[dict]:
@@ -47,7 +50,33 @@ def settings(slicer: dict) -> list[dict]:
     if name == "internvl":
         lo = int(cfg.get("min_num", 1))
         return [dict(cfg, max_num=n) for n in range(int(cfg["max_num"]), lo - 1, -1)]
+    if name == "native":  # halving steps for detail="low"; fit_slicer searches exactly
+        top, lo = int(cfg["max_pixels"]), int(cfg["min_pixels"])
+        out, mp = [], top
+        while mp > lo:
+            out.append(dict(cfg, max_pixels=mp))
+            mp //= 2
+        return out + [dict(cfg, max_pixels=lo)]
     return [cfg]
+
+
+def _fit_native(cfg: dict, vision: dict, connector: dict, image_size, max_tokens: int) -> dict | None:
+    """The largest ``max_pixels = t * factor^2`` (t from ``max_tokens`` down) whose count fits, else None."""
+    from .slicers.native import smart_resize
+
+    f = int(cfg["patch_size"]) * int(cfg["merge_size"])
+    lo, top = int(cfg["min_pixels"]), int(cfg["max_pixels"])
+    w, h = (int(v) for v in image_size)
+    t = min(max_tokens, top // (f * f))
+    while t >= 1 and t * f * f >= lo:
+        mp = t * f * f
+        rw, rh = smart_resize((w, h), f, lo, mp, float(cfg["max_ratio"]))
+        if (rw // f) * (rh // f) <= max_tokens:  # the patch_merge count; checked with the geometry below
+            c = dict(cfg, max_pixels=mp)
+            if count(c, vision, connector, image_size) <= max_tokens:
+                return c
+        t -= 1
+    return None
 
 
 def _geometry(slicer: dict, vision: dict, connector: dict) -> ImageGeometry:
@@ -71,6 +100,12 @@ def fit_slicer(slicer: dict, vision: dict, connector: dict, image_size: Sequence
         fits = [c["pinpoints"][0] for c, n in zip(cands, counts) if n <= max_tokens]
         if fits:
             return dict(cfg, pinpoints=fits)
+    elif name == "native":
+        if count(cfg, vision, connector, image_size) <= max_tokens:
+            return cfg
+        found = _fit_native(cfg, vision, connector, image_size, max_tokens)
+        if found is not None:
+            return found
     else:
         full = count(cfg, vision, connector, image_size)
         if full <= max_tokens:

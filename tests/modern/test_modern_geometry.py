@@ -139,3 +139,31 @@ def test_native_pixels_equal_qwen2_vl_processor():
         x = x.reshape(3, gh // 2, 2, 14, gw // 2, 2, 14).transpose(1, 4, 2, 5, 0, 3, 6)  # windows, 2x2, C, p, p
         x = np.repeat(x.reshape(-1, 3, 1, 14, 14), 2, axis=2).reshape(-1, 3 * 2 * 14 * 14)
         assert np.abs(x - out["pixel_values"]).max() < 1e-4, (w, h)
+
+
+def test_native_budget_fits_exactly_through_max_pixels():
+    from loupe.budget import choose_slicer, count, fit_slicer
+    from loupe.errors import LoupeError
+
+    s, v, c = ({"name": "native", "max_pixels": QWEN2_VL_7B_MAX_PIXELS},
+               {"name": "qwen2_vl"}, {"name": "patch_merge"})
+    rng = random.Random(5)
+    for _ in range(60):
+        w, h = rng.randint(30, 5000), rng.randint(30, 5000)
+        full = count(s, v, c, (w, h))
+        for budget in (4, 64, 256, 1024, 4096):
+            if budget >= full:
+                assert fit_slicer(s, v, c, (w, h), budget)["max_pixels"] == QWEN2_VL_7B_MAX_PIXELS
+                continue
+            try:
+                got = fit_slicer(s, v, c, (w, h), budget)
+            except LoupeError as e:
+                assert "below the minimum" in str(e) and budget < 16  # min_pixels 56*56 -> at least 4 tokens
+                continue
+            n = count(got, v, c, (w, h))
+            assert n <= budget
+            # exact: one more token of max_pixels would not fit (the next setting up overshoots or equals)
+            bigger = dict(got, max_pixels=got["max_pixels"] + 28 * 28)
+            assert count(bigger, v, c, (w, h)) > budget or bigger["max_pixels"] > budget * 28 * 28
+    low = choose_slicer(s, v, c, (4000, 3000), detail="low")
+    assert count(low, v, c, (4000, 3000)) <= 16
