@@ -158,3 +158,22 @@ def test_loupe_model_exports_to_transformers_without_loupe(tmp_path):
     for f in folders:
         assert torch.equal(theirs[f][1], ours[f][0]), f
         assert (theirs[f][2] - ours[f][1]).abs().max().item() <= 1e-4, f
+
+
+def test_sharded_source_gives_sharded_output_and_dtype(tmp_path):
+    """Shard by shard: one output shard per source shard, an index, and ``--dtype`` casting floating tensors."""
+    model, proc = hf_llava("llava")
+    model.save_pretrained(tmp_path / "src", max_shard_size="200KB")
+    proc.save_pretrained(tmp_path / "src")
+    n_src = len(list((tmp_path / "src").glob("*.safetensors")))
+    assert n_src >= 3
+    assert cli(["convert", str(tmp_path / "src"), str(tmp_path / "dst"), "--from", "llava-hf", "--dtype", "bf16"]) == 0
+    index = json.loads((tmp_path / "dst" / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) == n_src == len(list((tmp_path / "dst").glob("*.safetensors")))
+    got = _folder_tensors(tmp_path / "dst")
+    assert sorted(got) == sorted(index["weight_map"]) and all(v.dtype == torch.bfloat16 for v in got.values())
+    hub = llava_hf.canonical(model.state_dict())
+    for k, v in hub.items():
+        assert torch.equal(got[llava_hf.first_rule(llava_hf.HUB_TO_LOUPE, k)], v.to(torch.bfloat16)), k
+    ours = loupe.LoupeForConditionalGeneration.from_pretrained(str(tmp_path / "dst"))
+    assert ours.dtype == torch.bfloat16

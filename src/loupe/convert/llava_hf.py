@@ -280,9 +280,6 @@ def export_config(config, src="SRC"):
     from transformers.models.llava_next import LlavaNextImageProcessorPil
 
     v, c, s = config.vision, config.connector, config.slicer
-    if v["name"] != "clip" or v.get("native_aspect") or not v.get("drop_cls", True):
-        raise LoupeError(f"{src}: the vision encoder {v['name']!r}{' (native_aspect)' if v.get('native_aspect') else ''}"
-                         f" has no transformers LLaVA equivalent (llava-hf takes a plain CLIP tower)")
     pairs = {"mlp": "pad", "llava_next": "anyres"}
     if c["name"] not in pairs:
         raise LoupeError(f"{src}: the connector {c['name']!r} has no transformers equivalent (llava-hf takes 'mlp' "
@@ -293,6 +290,9 @@ def export_config(config, src="SRC"):
     if c["name"] == "llava_next" and (c.get("merge") != "spatial_unpad" or c.get("unpad_rounding") != "transformers"):
         raise LoupeError(f"{src}: the connector llava_next with merge {c.get('merge')!r} / unpad_rounding "
                          f"{c.get('unpad_rounding')!r} has no transformers equivalent (spatial_unpad, transformers)")
+    if v["name"] != "clip" or v.get("native_aspect") or not v.get("drop_cls", True):
+        raise LoupeError(f"{src}: the vision encoder {v['name']!r}{' (native_aspect)' if v.get('native_aspect') else ''}"
+                         f" has no transformers LLaVA equivalent (llava-hf takes a plain CLIP tower)")
     if s["name"] != pairs[c["name"]]:
         raise LoupeError(f"{src}: the slicer {s['name']!r} with the connector {c['name']!r} has no transformers "
                          f"equivalent (expected {pairs[c['name']]!r})")
