@@ -4,7 +4,8 @@ Both models are built on the same tiny config (``llava-next-tiny``: CLIP 2 x 64 
 llava-1.6 pinpoints scaled to 56 px tiles, mlp2x_gelu + spatial_unpad + image_newline, Llama 2 x 64); transformers'
 model is initialised at random, its weights are written in the **llava-hf checkpoint layout** (as on the hub:
 ``vision_tower.vision_model.*``, ``multi_modal_projector.linear_{1,2}``, ``language_model.model.*``,
-``language_model.lm_head``, ``image_newline``) and loaded into Loupe through :data:`HUB_TO_LOUPE`, strictly.
+``language_model.lm_head``, ``image_newline``) and loaded into Loupe through ``loupe.convert.llava_hf``
+(``canonical``, ``HUB_TO_LOUPE``), strictly.
 
 Same inputs for both: Loupe's processor output (one ``input_ids``/``attention_mask``, the same pixels and
 ``image_sizes``). Layout differences handled here:
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import time
 
@@ -43,39 +43,10 @@ from transformers import CLIPVisionConfig, LlavaNextConfig, LlavaNextForConditio
 
 import loupe
 from loupe.presets import TINY_CLIP, TINY_IMAGE_TOKEN_ID, TINY_LLAMA
+from loupe.convert.llava_hf import HUB_TO_LOUPE, canonical, first_rule
 from loupe.presets.llava_next import TINY_PINPOINTS
 
-#: transformers 5 in-memory names -> the llava-hf checkpoint layout on the hub (data; first match wins)
-V5_TO_HUB = (
-    (r"^model\.vision_tower\.", "vision_tower.vision_model."),
-    (r"^model\.multi_modal_projector\.", "multi_modal_projector."),
-    (r"^model\.language_model\.", "language_model.model."),
-    (r"^lm_head\.", "language_model.lm_head."),
-    (r"^model\.image_newline$", "image_newline"),
-)
-#: the llava-hf checkpoint layout -> Loupe's names (data; first match wins)
-HUB_TO_LOUPE = (
-    (r"^vision_tower\.vision_model\.", "vision_tower.vision_model."),
-    (r"^multi_modal_projector\.linear_1\.", "connector.proj.0."),
-    (r"^multi_modal_projector\.linear_2\.", "connector.proj.2."),
-    (r"^image_newline$", "connector.image_newline"),
-    (r"^language_model\.model\.", "language_model.model."),
-    (r"^language_model\.lm_head\.", "language_model.lm_head."),
-)
 SIZES = [(100, 60), (56, 56), (60, 130), (150, 150), (40, 170), (200, 90), (77, 77), (123, 45)]
-
-
-def rename(state_dict: dict, rules) -> dict:
-    out = {}
-    for k, v in state_dict.items():
-        for pat, rep in rules:
-            new, n = re.subn(pat, rep, k)
-            if n:
-                out[new] = v
-                break
-        else:
-            raise KeyError(f"no rule for {k!r}")
-    return out
 
 
 def hf_model(layer: int = -2) -> LlavaNextForConditionalGeneration:
@@ -122,9 +93,9 @@ def compare(layer: int, batch: int, reps: int) -> float:
     """Build both models with CLIP ``layer`` (-2 official; -1 = equal work), check logits, time; the ratio."""
     torch.manual_seed(0)
     hf = hf_model(layer).train()
-    hub = rename(hf.state_dict(), V5_TO_HUB)
+    hub = canonical(hf.state_dict())
     ours = loupe.build_model("llava-next-tiny", vision={"name": "clip", "select_layer": layer}).train()
-    missing, unexpected = ours.load_state_dict(rename(hub, HUB_TO_LOUPE), strict=True)
+    missing, unexpected = ours.load_state_dict({first_rule(HUB_TO_LOUPE, k): v for k, v in hub.items()}, strict=True)
     print(f"[layer {layer}] loaded {len(hub)} llava-hf tensors into Loupe (missing {len(missing)}, unexpected "
           f"{len(unexpected)})")
     ours_in, hf_in = inputs(batch)
