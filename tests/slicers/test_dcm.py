@@ -128,3 +128,33 @@ def test_paper_layout_native_resolution():
     assert lay.grid == (2, 2) and lay.canvas_size == (672, 672) and lay.meta["resized_size"] == (1000, 700)
     lay = slicers.build({"name": "dcm", "layout": "paper"}).plan((100, 50))  # upscaled: short side -> 336
     assert lay.grid == (2, 1) and lay.meta["resized_size"] == (672, 336)
+
+
+def test_local_boxes_are_row_major_on_a_non_square_grid():
+    """Exact boxes on a 3 x 2 grid (paper layout, 1008x672 image): rows and columns swapped, or a column-major
+    order, fail here (a square grid cannot tell them apart)."""
+    t = 336
+    assert dcm_local_boxes((3, 2), (t, t)) == [
+        (0, 0, 336, 336), (336, 0, 672, 336), (672, 0, 1008, 336),
+        (0, 336, 336, 672), (336, 336, 672, 672), (672, 336, 1008, 672)]
+    s = slicers.build({"name": "dcm", "layout": "paper"})
+    img = image(1008, 672)
+    tiles, lay = s.slice(img)
+    assert lay.grid == (3, 2) and lay.canvas_size == (1008, 672)
+    expected = [(336.0 * c, 336.0 * r, 336.0 * (c + 1), 336.0 * (r + 1)) for r in range(2) for c in range(3)]
+    assert list(lay.boxes[:6]) == expected
+    a = np.asarray(img)
+    for k, (x0, y0, x1, y1) in enumerate(expected):  # each local tile is the pixels of its box
+        assert np.array_equal(tiles[k], a[int(y0):int(y1), int(x0):int(x1)])
+    # the global tiles and the overview cover the whole image
+    assert set(lay.boxes[6:]) == {(0.0, 0.0, 1008.0, 672.0)}
+
+
+def test_official_boxes_of_a_wide_image_are_exact():
+    """1000x500, official: square side 1000 pasted at y0 = 250, 1008 canvas -> f = 1000/1008 image px per canvas px."""
+    lay = slicers.build({"name": "dcm"}).plan((1000, 500))
+    f = 1000 / 1008
+    expected = [(c * 336 * f, r * 336 * f - 250, (c + 1) * 336 * f, (r + 1) * 336 * f - 250)
+                for r in range(3) for c in range(3)]
+    assert lay.boxes[:9] == tuple(tuple(float(v) for v in b) for b in expected)
+    assert lay.content_box == (0, 252, 1008, 756)

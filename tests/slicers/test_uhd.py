@@ -134,3 +134,21 @@ def test_processor_zero_pads_native_tiles():
     tiles, _ = slicers.build({"name": "uhd"}).slice(img)
     valid = slicers.normalize(tiles[0][None], ip.image_mean, ip.image_std)[0]
     assert np.array_equal(pv[0, :, :, :336].numpy(), valid)  # the true slice, top-left; the rest is padding
+
+
+def test_square_ties_pick_one_column_two_rows():
+    """Every square from 337 to 475 px has multiple = 2: grids [1, 2] and [2, 1] tie exactly (|log 1 - log 2|).
+    Official ``slice_image_minicpm`` keeps the first strict minimum, [1, 2], and ``split_to_patches`` reads
+    grid[0] as the number of columns: one column, two rows (top half, bottom half)."""
+    s = slicers.build({"name": "uhd"})
+    for side in range(337, 476):
+        lay = s.plan((side, side))
+        assert lay.grid == (1, 2), side
+        (cw, ch) = lay.tile_sizes[0]
+        assert cw > ch and lay.canvas_size == (cw, 2 * ch), side  # wide slices stacked vertically
+        assert lay.boxes[0][1] == 0 and lay.boxes[1][1] == pytest.approx(side / 2), side
+    assert s.plan((336, 336)).grid == (0, 0) and s.plan((476, 476)).grid != (1, 2)
+    lay = s.plan((400, 400))  # cell (392, 196) -> find_best_resize(up): h = int(336/sqrt 2) = 237, w = 474
+    assert lay.tile_sizes == ((462, 224), (462, 224), (336, 336))
+    tiles, _ = s.slice(image(400, 400))
+    assert [t.shape for t in tiles] == [(224, 462, 3), (224, 462, 3), (336, 336, 3)]

@@ -39,6 +39,9 @@ from torch import nn
 from ..errors import LoupeError
 
 LEVELS = (1, 2, 4)
+#: the smallest feature map side (patches) a JBU stage takes: its 7x7 reflect padding (3) needs > 3 rows and
+#: columns at 2x, so 2; a 1-patch side fails (the official code fails too). Checked at plan time by Hiwin.
+MIN_VDIM_GRID = 2
 
 
 def no_autocast(t: torch.Tensor):
@@ -126,7 +129,7 @@ class VDIM(nn.Module):
     @staticmethod
     def upsample(source: torch.Tensor, pixels: torch.Tensor, up: JBULearnedRange) -> torch.Tensor:
         _, _, h, w = source.shape
-        if min(h, w) < 2:  # the 7x7 reflect padding needs > 3 rows and columns at 2x (the official code fails too)
+        if min(h, w) < MIN_VDIM_GRID:  # see MIN_VDIM_GRID; Hiwin refuses such layouts at plan time
             raise LoupeError(f"VDIM needs feature maps of at least 2 x 2 patches, got {h} x {w} (extreme aspect?)")
         return up(source, F.adaptive_avg_pool2d(pixels.to(source.dtype), (2 * h, 2 * w)))
 

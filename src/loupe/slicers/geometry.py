@@ -42,6 +42,25 @@ def check_size(image_size: Sequence[int], max_pixels: int | None = None) -> Size
     return w, h
 
 
+def check_canvas(slicer: str, image_size: Sequence[int], buffer_size: Sequence[int], limit: int | None,
+                 what: str = "canvas") -> None:
+    """Refuse, before anything is allocated, a buffer of ``buffer_size`` (W, H) pixels over ``limit``.
+
+    Every slicer calls this from ``plan`` for each buffer ``slice`` would allocate besides the image itself
+    (a padded square, an intermediate resize, a refined canvas, a tile): a 196-byte 40000x1 PNG is under any
+    pixel cap but its expand2square canvas is 1.6 G pixels.
+    """
+    if limit is None:
+        return
+    bw, bh = int(buffer_size[0]), int(buffer_size[1])
+    if bw * bh > limit:
+        w, h = int(image_size[0]), int(image_size[1])
+        raise LoupeError(
+            f"{slicer} slicer: an image of {w}x{h} pixels needs a {bw}x{bh} {what} = {bw * bh:,} pixels, over the "
+            f"limit of {limit:,} (max_canvas_pixels); resize or crop the image first, or raise max_canvas_pixels"
+        )
+
+
 # --- LLaVA-NeXT anyres (spec §0.2) ---------------------------------------------------------------------
 def select_best_resolution(image_size: Size, pinpoints: Sequence[Sequence[int]], order: str = "wh") -> Size:
     """Official ``select_best_resolution``: max effective area, then min wasted area, first wins ties.
