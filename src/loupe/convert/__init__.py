@@ -6,6 +6,7 @@ loading that names every missing, unexpected or mis-shaped key.
   folders (three key layouts), import and export (``--to llava-hf``), streamed shard by shard;
 * :mod:`.llava` — the original LLaVA-1.5 / LLaVA-NeXT repo layout (``model.mm_projector.*``, ``mm_*`` fields),
   the vision tower from the checkpoint or a CLIP folder;
+* :mod:`.conv_llava` — ConvLLaVA (the LLaVA repo layout + a five-stage ``ConvNextModel`` tower folder);
 * :mod:`.inf_llava`, :mod:`.llava_uhd_v2` — the INF-LLaVA and LLaVA-UHD v2 releases.
 
 :func:`convert` is what ``loupe convert`` runs.
@@ -16,7 +17,7 @@ from __future__ import annotations
 from ..errors import LoupeError
 from .common import ConversionReport
 
-FROM_FORMATS = ("llava-hf", "llava")
+FROM_FORMATS = ("llava-hf", "llava", "conv-llava")
 TO_FORMATS = ("llava-hf",)
 
 
@@ -31,15 +32,17 @@ def convert(src, dst, from_format: str | None = None, to_format: str | None = No
         raise LoupeError(f"--from {from_format!r} is not a known layout; choose from {', '.join(FROM_FORMATS)}")
     if to_format is not None and to_format not in TO_FORMATS:
         raise LoupeError(f"--to {to_format!r} is not a known layout; choose from {', '.join(TO_FORMATS)}")
-    takes = {"llava": ("vision_tower", "language_model")}.get(from_format, ())
+    takes = {"llava": ("vision_tower", "language_model"),
+             "conv-llava": ("vision_tower", "language_model")}.get(from_format, ())
     unused = sorted(k for k, v in options.items() if v is not None and k not in takes)
     if unused:
         raise LoupeError(f"option(s) {', '.join(unused)} do not apply to --{'from' if from_format else 'to'} "
                          f"{from_format or to_format}")
-    from . import llava, llava_hf
+    from . import conv_llava, llava, llava_hf
 
-    if from_format == "llava":
-        return llava.import_folder(src, dst, dtype=dtype, dry_run=dry_run, **{k: options.get(k) for k in takes})
+    if from_format in ("llava", "conv-llava"):
+        module = llava if from_format == "llava" else conv_llava
+        return module.import_folder(src, dst, dtype=dtype, dry_run=dry_run, **{k: options.get(k) for k in takes})
 
     if to_format is not None:
         return llava_hf.export_folder(src, dst, dtype=dtype, dry_run=dry_run)

@@ -121,10 +121,17 @@ def loupe_config(cfg: dict, tower: Path | None, src) -> dict:
         slicer = {"name": "pad", "tile_size": crop, "mode": "pad" if aspect == "pad" else "crop",
                   "fill": mean}
         connector = {"name": "mlp", "depth": 2}
-    text = {k: v for k, v in _clean(cfg).items() if not k.startswith(_LLAVA_FIELDS) and k not in ("use_cache",)}
-    text["model_type"] = LM_TYPES[kind]
-    return dict(slicer=slicer, vision=vision, connector=connector, text_config=text,
+    return dict(slicer=slicer, vision=vision, connector=connector, text_config=text_config(cfg),
                 tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)))
+
+
+def text_config(cfg: dict, extra_fields=()) -> dict:
+    """The language model's config inside an original LLaVA ``config.json``: the ``mm_*`` / training fields (and
+    ``extra_fields`` prefixes) removed, ``model_type`` the LLM's (``llava_llama`` -> ``llama``, ...)."""
+    strip = _LLAVA_FIELDS + tuple(extra_fields)
+    text = {k: v for k, v in _clean(cfg).items() if not k.startswith(strip) and k not in ("use_cache",)}
+    text["model_type"] = LM_TYPES[cfg.get("model_type")]
+    return text
 
 
 def plan_import(src, vision_tower=None, image_token_id: int | None = None):
@@ -151,6 +158,14 @@ def import_folder(src, dst, vision_tower=None, language_model=None, dtype=None,
                   dry_run: bool = False) -> ConversionReport:
     """An original LLaVA folder -> a complete Loupe folder (see the module docstring). ``language_model``: the
     folder to take the tokenizer from when ``src`` has none."""
+    return write_import(src, dst, lambda tid=None: plan_import(src, vision_tower, tid), language_model, dtype,
+                        dry_run)
+
+
+def write_import(src, dst, plan, language_model=None, dtype=None, dry_run: bool = False) -> ConversionReport:
+    """What every LLaVA-repo layout shares once planned: ``plan(image_token_id)`` gives (LoupeConfig, report,
+    refs); the tokenizer (from ``src`` or ``language_model``) gets ``<image>``, the Vicuna v1 template unless it
+    ships one and left padding; weights are streamed into ``dst`` (atomic) next to the config and processor."""
     from ..builder import load_tokenizer
     from ..processing import LoupeImageProcessor, LoupeProcessor
     from ..templates import get_template
@@ -158,12 +173,12 @@ def import_folder(src, dst, vision_tower=None, language_model=None, dtype=None,
     src = Path(src)
     dtype = parse_dtype(dtype)
     if dry_run:
-        return plan_import(src, vision_tower)[1]
+        return plan()[1]
     tok_dir = Path(language_model) if language_model is not None else src
     tok = load_tokenizer(tok_dir)
     tok.chat_template = tok.chat_template or get_template("vicuna_v1")
     left_padded(tok)
-    config, report, refs = plan_import(src, vision_tower, tok.convert_tokens_to_ids("<image>"))
+    config, report, refs = plan(tok.convert_tokens_to_ids("<image>"))
     refuse(report, src)
     if dtype is not None:
         config.dtype = str(dtype).removeprefix("torch.")
