@@ -35,6 +35,36 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+# what a preset's LoupeConfig takes as overrides (LoupeConfig's own fields); anything else is a typo
+CONFIG_KEYS = ("slicer", "vision", "connector", "text_config", "image_token_id", "image_token", "preset",
+               "tie_word_embeddings")
+
+
+def merged_config(preset: str, overrides: dict, where: str = "") -> dict:
+    """The preset's LoupeConfig kwargs with ``overrides`` merged in, validated before anything is built:
+    unknown keys fail (``slicr=...`` is not silently ignored), part options are checked by type and bounds
+    (:mod:`loupe.validation`), every message prefixed with ``where`` (``model.config`` in a recipe)."""
+    from .registry import CONNECTORS, ENCODERS, SLICERS
+
+    p = get_preset(preset)
+    label = where or f"build({preset!r})"
+    if not isinstance(overrides, dict):
+        raise LoupeError(f"{label}: expected a mapping of config overrides, got {overrides!r}")
+    unknown = sorted(k for k in overrides if k not in CONFIG_KEYS)
+    if unknown:
+        raise LoupeError(f"{label}: unknown config key(s) {unknown}; valid: {', '.join(CONFIG_KEYS)}")
+    cfg = _merge(p["config"], overrides)
+    prefix = f"{where}." if where else ""
+    for key, reg in (("slicer", SLICERS), ("vision", ENCODERS), ("connector", CONNECTORS)):
+        if key in overrides and cfg.get(key) is not None:
+            reg.config(cfg[key], where=f"{prefix}{key}")
+    for key, tp in (("image_token_id", int), ("image_token", str), ("tie_word_embeddings", bool)):
+        v = overrides.get(key)
+        if v is not None and (not isinstance(v, tp) or (tp is int and isinstance(v, bool))):
+            raise LoupeError(f"{prefix}{key}: expected {tp.__name__}, got {type(v).__name__} {v!r}")
+    return cfg
+
+
 def _check_folder(path, what: str) -> Path:
     p = Path(path)
     if not p.exists():
@@ -121,8 +151,7 @@ def load_language_model(path, gguf_file: str | None = None, dtype=None):
 
 
 def build_config(preset: str, **overrides: Any) -> LoupeConfig:
-    p = get_preset(preset)
-    return LoupeConfig(**_merge(p["config"], overrides))
+    return LoupeConfig(**merged_config(preset, overrides))
 
 
 def build_model(
@@ -140,7 +169,7 @@ def build_model(
     from .modeling import LoupeForConditionalGeneration
 
     p = get_preset(preset)
-    cfg_kwargs = _merge(p["config"], overrides)
+    cfg_kwargs = merged_config(preset, overrides)
     lm = None
     if language_model is not None:
         lm = load_language_model(language_model, gguf_file=gguf_file)
@@ -168,7 +197,7 @@ def build_processor(preset_or_dir: str, tokenizer: Any = None, language_model: s
             raise LoupeError(f"{p} holds no saved Loupe processor (processor_config.json)")
         return LoupeProcessor.from_pretrained(str(p), local_files_only=True)
     preset = get_preset(str(preset_or_dir))
-    cfg = _merge(preset["config"], overrides)
+    cfg = merged_config(str(preset_or_dir), overrides)
     image_processor = LoupeImageProcessor(slicer=cfg.get("slicer"), vision=cfg.get("vision"), connector=cfg.get("connector"))
     tok = tokenizer_for(preset, tokenizer=tokenizer, language_model=language_model, gguf_file=gguf_file,
                         chat_template=chat_template)
@@ -178,6 +207,7 @@ def build_processor(preset_or_dir: str, tokenizer: Any = None, language_model: s
 def build(preset: str, **kwargs):
     """(model, processor) built together, so ``image_token_id`` agrees."""
     tok_keys = {"tokenizer", "language_model", "gguf_file", "chat_template"}
+    merged_config(preset, {k: v for k, v in kwargs.items() if k not in tok_keys | {"vision_tower"}})
     geometry_keys = {"slicer", "vision", "connector"}  # overrides the processor must share with the model
     proc = build_processor(preset, **{k: v for k, v in kwargs.items() if k in tok_keys | geometry_keys})
     rest = {k: v for k, v in kwargs.items() if k not in ("tokenizer", "chat_template")}

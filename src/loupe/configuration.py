@@ -1,7 +1,8 @@
 """``LoupeConfig``: one configuration for every method, as parts.
 
 * ``slicer``, ``vision``, ``connector``: dicts ``{"name": <registry id>, **options}``, validated strictly
-  against the part's ``Config`` dataclass (unknown keys fail, defaults are filled in) and stored back as
+  against the part's ``Config`` dataclass (:mod:`loupe.validation`: unknown keys, wrong types and out-of-range
+  values fail, defaults are filled in) and stored back as
   plain dicts so ``config.json`` stays readable and diffable.
 * ``text_config``: any transformers causal-LM config (rebuilt through ``AutoConfig``), the language model.
 * ``image_token_id``: the id of ``<image>`` in the tokenizer; each occurrence in ``input_ids`` is one
@@ -31,9 +32,9 @@ class LoupeConfig(PreTrainedConfig):
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
-        self.slicer = SLICERS.normalise(self.slicer or {"name": "pad"})
-        self.vision = ENCODERS.normalise(self.vision or {"name": "clip"})
-        self.connector = CONNECTORS.normalise(self.connector or {"name": "mlp"})
+        self.slicer = SLICERS.normalise(self.slicer or {"name": "pad"}, "slicer")
+        self.vision = ENCODERS.normalise(self.vision or {"name": "clip"}, "vision")
+        self.connector = CONNECTORS.normalise(self.connector or {"name": "mlp"}, "connector")
         super().__post_init__(**kwargs)
         if self.text_config is not None and getattr(self.text_config, "tie_word_embeddings", False):
             self.tie_word_embeddings = True

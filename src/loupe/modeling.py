@@ -182,7 +182,10 @@ class LoupeForConditionalGeneration(LoupePreTrainedModel, GenerationMixin):
         elif pixel_values is not None:
             raise LoupeError("pass pixel_values with input_ids, not with inputs_embeds")
         if labels is not None and input_ids is not None:
-            labels = labels.masked_fill(input_ids == self.config.image_token_id, -100)
+            slots = input_ids == self.config.image_token_id
+            if kwargs.get("num_items_in_batch") is not None:
+                kwargs["num_items_in_batch"] = _uncount_image_slots(kwargs["num_items_in_batch"], labels, slots)
+            labels = labels.masked_fill(slots, -100)  # an image slot is never a target
         out = self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
@@ -206,3 +209,25 @@ class LoupeForConditionalGeneration(LoupePreTrainedModel, GenerationMixin):
             lm_loss=out.loss,
             aux_losses=aux or None,
         )
+
+
+_WARNED_SLOTS = []
+
+
+def _uncount_image_slots(num_items, labels: torch.Tensor, slots: torch.Tensor):
+    """``num_items_in_batch`` without the image slots a collator left labelled (HF ``Trainer`` counts
+    ``labels[..., 1:] != -100`` before the forward pass; those slots are masked here, so they must not divide
+    the loss). Exact for one micro-batch per step on one process; with gradient accumulation or several
+    processes only this micro-batch's slots are known here, so mask them in the collator (``LlavaCollator``
+    and ``LoupeTrainer`` do) for exact token-count normalisation."""
+    counted = ((labels[..., 1:] != -100) & slots[..., 1:]).sum()
+    if not bool(counted):
+        return num_items
+    if not _WARNED_SLOTS:
+        _WARNED_SLOTS.append(True)
+        import logging
+
+        logging.getLogger("loupe").warning(
+            "labels mark %d image-token position(s) as targets; they are masked (-100) and removed from "
+            "num_items_in_batch. Mask image tokens in the collator for exact loss normalisation.", int(counted))
+    return (num_items - counted.to(num_items.device) if torch.is_tensor(num_items) else num_items - int(counted))

@@ -9,8 +9,9 @@ A part registers its id once, where it is defined (lmms-eval's ``@register_model
 
 Each part class carries a ``Config`` dataclass: the typed, strict schema of its options. Configurations
 travel as plain dicts ``{"name": "pad", "tile_size": 336, ...}`` inside :class:`~loupe.LoupeConfig`
-(so they serialise to ``config.json``); :meth:`Registry.config` turns such a dict into the dataclass and
-rejects unknown keys with the list of valid ones.
+(so they serialise to ``config.json``); :meth:`Registry.config` turns such a dict into the dataclass through
+:func:`loupe.validation.build`: unknown keys fail with the list of valid ones, and each value is checked
+against its annotation and the bounds its field declares (:func:`loupe.validation.bounded`).
 """
 
 from __future__ import annotations
@@ -52,24 +53,30 @@ class Registry(Generic[T]):
     def __contains__(self, name: str) -> bool:
         return name in self._items
 
-    def config(self, spec: dict[str, Any] | Any) -> Any:
-        """Turn ``{"name": ..., **options}`` into the part's ``Config`` dataclass (strict: unknown keys fail)."""
+    def config(self, spec: dict[str, Any] | Any, where: str | None = None) -> Any:
+        """Turn ``{"name": ..., **options}`` into the part's ``Config`` dataclass, strictly and typed
+        (:func:`loupe.validation.build`: unknown keys, wrong types and out-of-range values fail, the message
+        starting with ``where``, e.g. ``model.config.slicer.tile_size: expected int, got str '336'``)."""
+        from .validation import build
+
+        where = where or self.kind
         if dataclasses.is_dataclass(spec) and not isinstance(spec, type):
             return spec
         if not isinstance(spec, dict) or "name" not in spec:
-            raise LoupeError(f"a {self.kind} configuration must be a dict with a 'name' key, got {spec!r}")
-        cls = self.get(spec["name"])
-        fields = {f.name for f in dataclasses.fields(cls.Config)}
-        options = {k: v for k, v in spec.items() if k != "name"}
-        unknown = sorted(set(options) - fields)
-        if unknown:
-            raise LoupeError(
-                f"unknown option(s) {unknown} for {self.kind} {spec['name']!r}; valid: {', '.join(sorted(fields))}"
-            )
+            raise LoupeError(f"{where}: a {self.kind} configuration must be a dict with a 'name' key, got {spec!r}")
+        if not isinstance(spec["name"], str):
+            raise LoupeError(f"{where}.name: expected str, got {type(spec['name']).__name__} {spec['name']!r}")
         try:
-            return cls.Config(**options)
-        except (TypeError, ValueError) as e:
-            raise LoupeError(f"bad options for {self.kind} {spec['name']!r}: {e}") from None
+            cls = self.get(spec["name"])
+        except LoupeError as e:
+            raise LoupeError(f"{where}: {e}") from None
+        fields = [f.name for f in dataclasses.fields(cls.Config) if f.init]
+        options = {k: v for k, v in spec.items() if k != "name"}
+        unknown = sorted(set(options) - set(fields))
+        if unknown:
+            raise LoupeError(f"{where}: unknown option(s) {unknown} for {self.kind} {spec['name']!r}; "
+                             f"valid: {', '.join(sorted(fields))}")
+        return build(cls.Config, options, where)
 
     def to_dict(self, cfg: Any) -> dict[str, Any]:
         """The serialisable dict of a Config dataclass, ``name`` first."""
@@ -78,9 +85,9 @@ class Registry(Generic[T]):
                 return {"name": name, **_jsonable(dataclasses.asdict(cfg))}
         raise LoupeError(f"{cfg!r} is not the Config of any registered {self.kind}")
 
-    def normalise(self, spec: dict[str, Any]) -> dict[str, Any]:
+    def normalise(self, spec: dict[str, Any], where: str | None = None) -> dict[str, Any]:
         """Validate a dict and fill in defaults."""
-        return self.to_dict(self.config(spec))
+        return self.to_dict(self.config(spec, where))
 
 
 def _jsonable(x: Any) -> Any:

@@ -2,9 +2,11 @@
 
 Each marks assistant answers with ``{% generation %}`` so ``tokenizer.apply_chat_template(...,
 return_assistant_tokens_mask=True)`` yields the label mask (only the answers and their end-of-turn token
-are trained; everything else is -100). Message content is a string (``<image>`` written inline) or a list of
-``{"type": "image"}`` / ``{"type": "text", "text": ...}`` blocks (transformers' convention); an image block
-renders as ``<image>\n``, as LLaVA puts the image before the text.
+are trained; everything else is -100). Only ``assistant`` turns are ever inside ``{% generation %}``: a
+``system`` turn anywhere in the conversation (or any other role) is context, never a training target.
+Message content is a string (``<image>`` written inline) or a list of ``{"type": "image"}`` /
+``{"type": "text", "text": ...}`` blocks (transformers' convention); an image block renders as ``<image>\n``,
+as LLaVA puts the image before the text.
 
 * ``vicuna_v1`` — LLaVA-1.5 / ConvLLaVA / UHD v2 (Vicuna): system line, ``USER: ... ASSISTANT: ...</s>``.
 * ``llama3`` — INF-LLaVA (Llama-3-8B-Instruct): ``<|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|>``.
@@ -42,7 +44,10 @@ TEMPLATES: dict[str, str] = {
     + '{{ "' + VICUNA_SYSTEM + '" }}{%- set loop_messages = messages -%}{%- endif -%}'
     + "{{ ' ' }}{%- for m in loop_messages -%}"
     + "{%- if m['role'] == 'user' -%}{{ 'USER: ' }}{{ render(m['content']) }}{{ ' ' }}"
-    + "{%- else -%}{{ 'ASSISTANT: ' }}{% generation %}{{ render(m['content']) }}{{ eos_token }}{% endgeneration %}"
+    + "{%- elif m['role'] == 'assistant' -%}{{ 'ASSISTANT: ' }}{% generation %}{{ render(m['content']) }}"
+    + "{{ eos_token }}{% endgeneration %}"
+    # a later system turn (or any other role) is context, never a training target: plain text, no role
+    + "{%- else -%}{{ render(m['content']) }}{{ ' ' }}"
     + "{%- endif -%}{%- endfor -%}"
     + "{%- if add_generation_prompt -%}{{ 'ASSISTANT:' }}{%- endif -%}",
     "llama3": _CONTENT

@@ -54,8 +54,15 @@ def loupe_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "loupe.cli.main", "train", *args]
 
 
-def run_cli(args: list[str], log: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+def same_threads_env() -> dict:
+    """The environment for a training subprocess that must reproduce this process's floats bit for bit: the
+    same intra-op thread count (tests/conftest.py sets it in-process; OMP_NUM_THREADS may say otherwise)."""
+    n = str(torch.get_num_threads())
+    return dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=n, MKL_NUM_THREADS=n)
+
+
+def run_cli(args: list[str], log: Path, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = dict(env or os.environ, PYTHONUNBUFFERED="1")
     with open(log, "w") as f:
         return subprocess.run(args, stdout=f, stderr=subprocess.STDOUT, env=env, timeout=timeout, cwd=str(REPO))
 
@@ -70,4 +77,5 @@ def losses(stage_dir: Path) -> list[float]:
 @pytest.fixture(scope="session")
 def tt():
     return SimpleNamespace(REPO=REPO, TINY_RECIPE=TINY_RECIPE, tiny_recipe=tiny_recipe, initial_weights=initial_weights,
-                           weights=weights, loupe_cmd=loupe_cmd, run_cli=run_cli, losses=losses)
+                           weights=weights, loupe_cmd=loupe_cmd, run_cli=run_cli, losses=losses,
+                           same_threads_env=same_threads_env)

@@ -33,7 +33,8 @@ def test_five_percent_broken_records_train_to_the_end_and_are_reported(tmp_path,
     final = run_recipe(recipe, output=tmp_path / "run", stages=[1])[0]
     sdir = stage_dir(tmp_path / "run", recipe, 1)
     report = json.loads((sdir / "bad_records.json").read_text())
-    assert {k: v["kind"] for k, v in report["records"].items()} == broken
+    assert {v["id"]: v["kind"] for v in report["records"].values()} == broken
+    assert sorted(report["ids"]) == sorted(broken) and report["bad"] == 3
     assert report["seen"] == 60
     done = json.loads((sdir / "DONE.json").read_text())
     assert done["global_step"] == 15  # 58 records pass the upfront checks -> ceil(58 / 4) steps, all run

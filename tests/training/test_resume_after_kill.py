@@ -39,8 +39,9 @@ def test_kill9_then_resume_equals_uninterrupted(tmp_path, long_data, tt):
     sdir = stage_dir(out, recipe, 1)
     args = tt.loupe_cmd(str(tt.TINY_RECIPE), f"data_root={long_data}", *OVERRIDES, "--stage", "2",
                         "--output", str(out))
+    env = tt.same_threads_env()  # the in-process reference ran with this many threads; so must the subprocesses
     with open(tmp_path / "killed.log", "w") as log:
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=str(tt.REPO))
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=str(tt.REPO), env=env)
         deadline = time.time() + 240
         while proc.poll() is None and time.time() < deadline:
             if (sdir / "checkpoint-8").is_dir():
@@ -54,17 +55,20 @@ def test_kill9_then_resume_equals_uninterrupted(tmp_path, long_data, tt):
         assert (ckpt / "trainer_state.json").is_file() and (ckpt / "optimizer.pt").is_file()
 
     # rerunning without --resume refuses to start over silently
-    plain = tt.run_cli(args, tmp_path / "plain.log")
+    plain = tt.run_cli(args, tmp_path / "plain.log", env=env)
     assert plain.returncode != 0 and "--resume" in (tmp_path / "plain.log").read_text()
 
-    resumed = tt.run_cli(args + ["--resume"], tmp_path / "resumed.log")
+    newest = max(int(p.name.split("-")[1]) for p in sdir.glob("checkpoint-*"))
+    resumed = tt.run_cli(args + ["--resume"], tmp_path / "resumed.log", env=env)
     text = (tmp_path / "resumed.log").read_text()
     assert resumed.returncode == 0, text[-3000:]
     assert "resuming from" in text
     a, b = tt.weights(ref), tt.weights(sdir / "final")
     diff = {k: (a[k] - b[k]).abs().max().item() for k in a}
     assert all(torch.equal(a[k], b[k]) for k in a), {k: v for k, v in diff.items() if v}
-    assert json.loads((sdir / "DONE.json").read_text())["global_step"] == 24
+    done = json.loads((sdir / "DONE.json").read_text())
+    assert done["global_step"] == 24 and done["resumed_from"].endswith(f"checkpoint-{newest}")
+    assert done["steps_run"] == 24 - newest  # only the remaining steps trained (a restart from 0 runs 24)
     la, lb = tt.losses(ref.parent), tt.losses(sdir)
     assert lb == la[-len(lb):]  # the resumed run's steps repeat the reference curve exactly
 

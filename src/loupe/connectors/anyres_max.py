@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..registry import CONNECTORS
+from ..validation import bounded
 from ..slicers.geometry import unpadded_size
 from .base import split_by_image
 from .llava_next import LlavaNextConnector
@@ -43,11 +44,11 @@ def anyres_max_size(unpadded: tuple[int, int], tile_grid: tuple[int, int], max_n
 class AnyResMaxConnector(LlavaNextConnector):
     @dataclass
     class Config:
-        depth: int = 2
+        depth: int = bounded(2, min=1)
         act: str = "gelu"
         merge: str = "spatial_unpad"  # the only merge anyres_max defines
         unpad_rounding: str = "transformers"  # "transformers" | "official"
-        max_num_patches: int = 9  # anyres_max_9
+        max_num_patches: int = bounded(9, min=1)  # anyres_max_9
 
         def __post_init__(self):
             if self.merge != "spatial_unpad":

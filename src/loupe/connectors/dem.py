@@ -77,6 +77,7 @@ from torch import nn
 
 from ..errors import LoupeError
 from ..registry import CONNECTORS
+from ..validation import bounded
 from .base import Connector
 from .mlp import mlp_projector
 
@@ -285,10 +286,10 @@ class DEMConnector(Connector):
         pool: str | None = None  # bilinear (official) | avg (Eq. 7); None: bilinear, avg for dem="none"
         windows: str = "official"  # official | eq18 (see the module docstring)
         baseline: str = "local"  # dem="none" only: local | global | add (Tab. 6 "w/ DCM")
-        heads: int = 8
-        ffn_ratio: int = 16
-        out_scale: int = 1  # [LOUPE] output grid = out_scale x the tile grid (official 1: 72x72 -> 24x24 = 576)
-        depth: int = 2  # projector: mlp2x_gelu
+        heads: int = bounded(8, min=1)
+        ffn_ratio: int = bounded(16, min=1)
+        out_scale: int = bounded(1, min=1)  # [LOUPE] output grid = out_scale x the tile grid (official 1: 72x72 -> 24x24 = 576)
+        depth: int = bounded(2, min=1)  # projector: mlp2x_gelu
         act: str = "gelu"
 
         def __post_init__(self):

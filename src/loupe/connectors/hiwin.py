@@ -49,6 +49,7 @@ from torch import nn
 from ..errors import LoupeError
 from ..ops.roi_align import roi_align_grid
 from ..registry import CONNECTORS
+from ..validation import bounded
 from .base import Connector
 from .vdim import VDIM, levels_of, no_autocast, vdim_flops
 
@@ -98,10 +99,10 @@ def window_intervals(h: int, w: int, grid: int, dtype=torch.float32):
 class HiwinConnector(Connector):
     @dataclass
     class Config:
-        grid_size: int = 12  # windows per side: grid_size^2 tokens per tile (official 12 -> 144)
-        feature_scale_mask: int = 5  # ISP levels, bits 1 = 1x, 2 = 2x, 4 = 4x; released scripts 5, code default 7
-        num_heads: int = 0  # 0: D // 128 (official), at least 1
-        num_query_sets: int = 4
+        grid_size: int = bounded(12, min=1)  # windows per side: grid_size^2 tokens per tile (official 12 -> 144)
+        feature_scale_mask: int = bounded(5, min=1, max=7)  # ISP levels, bits 1 = 1x, 2 = 2x, 4 = 4x; released scripts 5, code default 7
+        num_heads: int = bounded(0, min=0)  # 0: D // 128 (official), at least 1
+        num_query_sets: int = bounded(4, min=1)
         token_order: str = "official"  # "official" (slices + separators, overview last) | "stitched" (paper §3.4)
 
         def __post_init__(self):

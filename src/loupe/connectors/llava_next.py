@@ -31,6 +31,7 @@ from torch import nn
 
 from ..errors import LoupeError
 from ..registry import CONNECTORS
+from ..validation import bounded
 from ..slicers.geometry import unpadded_size
 from .base import Connector, split_by_image
 from .mlp import mlp_projector
@@ -42,7 +43,7 @@ MERGES = ("spatial_unpad", "spatial", "flat")
 class LlavaNextConnector(Connector):
     @dataclass
     class Config:
-        depth: int = 2
+        depth: int = bounded(2, min=1)
         act: str = "gelu"
         merge: str = "spatial_unpad"
         unpad_rounding: str = "transformers"  # "transformers" | "official"

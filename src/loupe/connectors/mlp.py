@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..registry import CONNECTORS
+from ..validation import bounded
 from .base import Connector, split_by_image
 
 
@@ -34,9 +35,9 @@ def pooled_grid(grid: tuple[int, int], pool: int) -> tuple[int, int]:
 class MLPConnector(Connector):
     @dataclass
     class Config:
-        depth: int = 2
+        depth: int = bounded(2, min=1)
         act: str = "gelu"
-        pool: int = 1
+        pool: int = bounded(1, min=1)
 
     def __init__(self, config, in_dim: int, out_dim: int):
         super().__init__(config, in_dim, out_dim)

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..errors import LoupeError
 from ..registry import CONNECTORS
+from ..validation import bounded
 from .base import Connector, split_by_image
 
 
@@ -23,8 +24,8 @@ from .base import Connector, split_by_image
 class PatchMergeConnector(Connector):
     @dataclass
     class Config:
-        merge_size: int = 2
-        layer_norm_eps: float = 1e-6
+        merge_size: int = bounded(2, min=1)
+        layer_norm_eps: float = bounded(1e-6, gt=0.0)
 
         def __post_init__(self):
             if self.merge_size <= 0:

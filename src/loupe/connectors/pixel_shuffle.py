@@ -16,6 +16,7 @@ from torch import nn
 
 from ..errors import LoupeError
 from ..registry import CONNECTORS
+from ..validation import bounded
 from .base import Connector, split_by_image
 
 
@@ -31,8 +32,8 @@ def pixel_shuffle(x, scale: float = 0.5):
 class PixelShuffleConnector(Connector):
     @dataclass
     class Config:
-        scale: float = 0.5
-        layer_norm_eps: float = 1e-5
+        scale: float = bounded(0.5, gt=0.0, max=1.0)
+        layer_norm_eps: float = bounded(1e-5, gt=0.0)
 
         def __post_init__(self):
             if not 0 < self.scale <= 1 or abs(1 / self.scale - round(1 / self.scale)) > 1e-9:

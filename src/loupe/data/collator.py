@@ -8,7 +8,7 @@ Output (what :meth:`LoupeForConditionalGeneration.forward` takes, the processor'
     pixel_values    (total_tiles, 3, h, w) float32 — the tiles of all images of the batch, in order
                     (tiles of different sizes are zero-padded to the largest, as the processor does)
     image_sizes     (num_images, 2) long rows (height, width)       [both absent in a text-only batch]
-    loupe_bad       [(id, kind, message), ...] — the bad-record markers dropped from this batch
+    loupe_bad       [(position, id, kind, message), ...] — the bad-record markers dropped from this batch
     loupe_seen      int — records looked at (good + bad)
 
 ``loupe_bad`` / ``loupe_seen`` travel with the batch from DataLoader workers to the trainer, which pops them

@@ -19,14 +19,17 @@ Length: sequences longer than ``max_length`` are cut at the end (as LLaVA cuts a
 but never inside or before an image span: such a sample is dropped as ``too_long``; one left without any label
 is dropped as ``no_labels``.
 
-Bad records — design choice: **a fast upfront pass plus lazy checks, both counted**.
+Bad records — design choice: **a fast upfront pass plus lazy checks, both counted**, one per record
+*position* (file line or list index; LLaVA's data mixes repeat ids, so ids alone would undercount), each
+reported with its id.
 
 * Upfront (at construction, pure Python plus one ``stat`` per image; ~1 s per 100k records): unparsable JSONL
   lines, records that are not mappings, missing/ill-typed ``conversations``, unknown roles, no assistant turn,
   ``<image>`` count != image count, image files that do not exist. These are removed from the index.
 * Lazy (in ``__getitem__``): images that fail to decode (:func:`loupe.images.load_image` raises
-  :class:`~loupe.errors.LoupeError`), the template dropping an ``<image>``, ``too_long``, ``no_labels``. The item
-  becomes a small marker ``{"loupe_bad": (id, kind, message)}`` that the collator drops and forwards in the
+  :class:`~loupe.errors.LoupeError`), an image the slicer or processor refuses (any ``LoupeError`` while
+  slicing or tokenising: an over-large canvas, an extreme aspect ratio), the template dropping an ``<image>``, ``too_long``, ``no_labels``. The item
+  becomes a small marker ``{"loupe_bad": (position, id, kind, message)}`` that the collator drops and forwards in the
   batch, so the counts travel with the batch to the training process — correct with DataLoader workers > 0 and
   under DDP (the trainer gathers them across ranks at the end of a stage).
 
@@ -47,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import LoupeError
@@ -63,78 +67,118 @@ IGNORE_INDEX = -100
 # --- bad-record accounting -----------------------------------------------------------------------------------
 @dataclass
 class BadRecords:
-    """Skipped records: ``ids`` maps each bad id to ``(kind, message)``; ``seen`` counts records looked at."""
+    """Skipped records, one entry per record *position* (``train.jsonl:17`` for a JSONL line,
+    ``train.json#16`` for the 17th element of a JSON list): LLaVA's data mixes repeat ids, so eight broken
+    lines sharing one id count as eight. ``records`` maps each position to ``(id, kind, message)``;
+    ``seen`` counts records looked at."""
 
     seen: int = 0
-    ids: dict[str, tuple[str, str]] = field(default_factory=dict)
+    records: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     warn_first: int = 20
 
-    def add(self, rid: str, kind: str, message: str, fail: bool = False) -> None:
+    def add(self, pos: str, rid: str, kind: str, message: str, fail: bool = False) -> None:
         if fail:
-            raise LoupeError(f"bad training record {rid!r} ({kind}): {message} (data.on_bad_record is 'fail')")
-        new = rid not in self.ids
-        self.ids.setdefault(rid, (kind, message))
-        n = len(self.ids)
+            raise LoupeError(f"bad training record {rid!r} at {pos} ({kind}): {message} "
+                             "(data.on_bad_record is 'fail')")
+        new = pos not in self.records
+        self.records.setdefault(pos, (rid, kind, message))
+        n = len(self.records)
         if new and (n <= self.warn_first or n % 100 == 0):
-            log.warning("skipped record %r (%s): %s [%d skipped so far]", rid, kind, message, n)
+            log.warning("skipped record %r at %s (%s): %s [%d skipped so far]", rid, pos, kind, message, n)
 
     def merge(self, other: "BadRecords") -> None:
         self.seen += other.seen
-        for k, v in other.ids.items():
-            self.ids.setdefault(k, tuple(v))
+        for k, v in other.records.items():
+            self.records.setdefault(k, tuple(v))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def ids(self) -> list[str]:
+        """The distinct ids of the bad records (several positions may share one)."""
+        return sorted({rid for rid, _, _ in self.records.values()})
 
     @property
     def counts(self) -> dict[str, int]:
-        return dict(Counter(kind for kind, _ in self.ids.values()))
+        return dict(Counter(kind for _, kind, _ in self.records.values()))
 
     def fraction(self, total: int | None = None) -> float:
         total = self.seen if total is None else total
-        return len(self.ids) / total if total else 0.0
+        return len(self.records) / total if total else 0.0
 
     def summary(self, total: int | None = None) -> str:
-        if not self.ids:
+        if not self.records:
             return f"no bad records among {total if total is not None else self.seen} read"
         kinds = ", ".join(f"{k}: {v}" for k, v in sorted(self.counts.items()))
-        shown = ", ".join(sorted(self.ids)[:50]) + (" ..." if len(self.ids) > 50 else "")
-        return (f"skipped {len(self.ids)} bad record(s) of {total if total is not None else self.seen} ({kinds}): "
-                f"{shown}")
+        items = sorted(self.records.items(), key=lambda kv: _position_key(kv[0]))
+        shown = ", ".join(f"{rid} ({pos})" for pos, (rid, _, _) in items[:50]) + (" ..." if len(items) > 50 else "")
+        return (f"skipped {len(self.records)} bad record(s) of {total if total is not None else self.seen} "
+                f"({kinds}; {len(self.ids)} distinct id(s)): {shown}")
 
     def to_json(self) -> dict:
-        return {"seen": self.seen, "counts": self.counts,
-                "records": {k: {"kind": v[0], "message": v[1]} for k, v in sorted(self.ids.items())}}
+        items = sorted(self.records.items(), key=lambda kv: _position_key(kv[0]))
+        return {"seen": self.seen, "bad": len(self.records), "counts": self.counts, "ids": self.ids,
+                "records": {pos: {"id": rid, "kind": kind, "message": msg} for pos, (rid, kind, msg) in items}}
 
     @classmethod
     def from_json(cls, d: dict) -> "BadRecords":
         return cls(seen=int(d.get("seen", 0)),
-                   ids={k: (v["kind"], v["message"]) for k, v in d.get("records", {}).items()})
+                   records={pos: (v["id"], v["kind"], v["message"]) for pos, v in d.get("records", {}).items()})
+
+
+def _position_key(pos: str):
+    """``file:12`` / ``file#3`` sorted by file, then by number."""
+    for sep in (":", "#"):
+        head, _, tail = pos.rpartition(sep)
+        if head and tail.isdigit():
+            return (head, int(tail))
+    return (pos, -1)
 
 
 # --- reading and checking records ------------------------------------------------------------------------------
-def read_records(path: str | Path) -> tuple[list[tuple[str, Any]], list[tuple[str, str, str]]]:
-    """``([(id, record)], [(id, kind, message)])`` from a JSON list or a JSONL file."""
+def _read_text(p: Path) -> str:
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise LoupeError(f"{p}: not UTF-8 text (byte {raw[e.start]:#04x} at line {line}, offset {e.start}); "
+                         f"LLaVA JSON/JSONL data must be UTF-8 (re-encode it, e.g. iconv -t UTF-8)") from None
+    return text[1:] if text.startswith("\ufeff") else text  # a UTF-8 byte-order mark (Windows editors)
+
+
+def read_records(path: str | Path) -> tuple[list[tuple[str, str, Any]], list[tuple[str, str, str, str]]]:
+    """``([(position, id, record)], [(position, id, kind, message)])`` from a JSON list or a JSONL file.
+
+    A position is ``NAME:LINE`` (JSONL, 1-based) or ``NAME#INDEX`` (JSON list, 0-based). The file must be
+    UTF-8 (a byte-order mark is skipped); otherwise a :class:`LoupeError` names the file and the line.
+    """
     p = Path(path)
     if not p.is_file():
         raise LoupeError(f"training data file not found: {p}")
-    text = p.read_text(encoding="utf-8")
+    text = _read_text(p)
     good, bad = [], []
     if p.suffix == ".jsonl" or not text.lstrip().startswith("["):
         for i, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
+            pos = f"{p.name}:{i}"
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                bad.append((f"{p.name}:{i}", "malformed", f"line {i} is not valid JSON: {e.msg}"))
+                bad.append((pos, pos, "malformed", f"line {i} is not valid JSON: {e.msg}"))
                 continue
-            good.append((_rid(rec, f"{p.name}:{i}"), rec))
+            good.append((pos, _rid(rec, pos), rec))
     else:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
-            raise LoupeError(f"{p} is not valid JSON ({e}); use JSONL to let single bad lines be skipped") from None
+            raise LoupeError(f"{p} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
+                             "use JSONL to let single bad lines be skipped") from None
         if not isinstance(data, list):
             raise LoupeError(f"{p}: a LLaVA JSON file holds a list of records, got {type(data).__name__}")
-        good = [(_rid(rec, f"#{i}"), rec) for i, rec in enumerate(data)]
+        good = [(f"{p.name}#{i}", _rid(rec, f"{p.name}#{i}"), rec) for i, rec in enumerate(data)]
     return good, bad
 
 
@@ -259,44 +303,50 @@ class LlavaDataset(Dataset):
         self.upfront = bad if bad is not None else BadRecords()
         records, broken = read_records(self.path)
         self.upfront.seen = len(records) + len(broken)
-        for rid, kind, msg in broken:
-            self.upfront.add(rid, kind, msg, fail=self.fail)
-        self.items: list[tuple[str, list[dict], list[Path]]] = []
-        for rid, rec in records:
+        for pos, rid, kind, msg in broken:
+            self.upfront.add(pos, rid, kind, msg, fail=self.fail)
+        self.items: list[tuple[str, str, list[dict], list[Path]]] = []  # (position, id, messages, image paths)
+        for pos, rid, rec in records:
             try:
                 messages, paths = parse_record(rec, self.image_root)
             except LoupeError as e:
-                self.upfront.add(rid, "malformed", str(e), fail=self.fail)
+                self.upfront.add(pos, rid, "malformed", str(e), fail=self.fail)
                 continue
             missing = [p for p in paths if check_files and not p.is_file()]
             if missing:
-                self.upfront.add(rid, "missing_image", f"image file not found: {missing[0]}", fail=self.fail)
+                self.upfront.add(pos, rid, "missing_image", f"image file not found: {missing[0]}", fail=self.fail)
                 continue
-            self.items.append((rid, messages, paths))
+            self.items.append((pos, rid, messages, paths))
         per_image = _nominal_image_tokens(processor)
         self.lengths = [int(1.3 * sum(len(m["content"].split()) for m in msgs)) + per_image * len(paths) + 8
-                        for _, msgs, paths in self.items]
-        self.is_multimodal = [bool(paths) for _, _, paths in self.items]
+                        for _, _, msgs, paths in self.items]
+        self.is_multimodal = [bool(paths) for _, _, _, paths in self.items]
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
-        rid, messages, paths = self.items[i]
+        pos, rid, messages, paths = self.items[i]
         try:
             images = [load_image(p, max_pixels=self.processor.image_processor.max_image_pixels) for p in paths]
+        except LoupeError as e:
+            return self._bad(pos, rid, "bad_image", str(e))
+        except (OSError, Image.DecompressionBombError) as e:  # PIL/OS failures load_image did not translate
+            return self._bad(pos, rid, "bad_image", f"cannot read image: {type(e).__name__}: {e}")
+        try:
             item = encode_sample(self.processor, messages, images, self.template, self.max_length)
         except SampleError as e:
-            return self._bad(rid, e.kind, str(e))
-        except LoupeError as e:
-            return self._bad(rid, "bad_image", str(e))
+            return self._bad(pos, rid, e.kind, str(e))
+        except LoupeError as e:  # the slicer/processor refused an image (size, aspect, canvas), or the tokenizer
+            return self._bad(pos, rid, "bad_image" if images else "bad_sample", str(e))
         item["id"] = rid
         return item
 
-    def _bad(self, rid: str, kind: str, message: str) -> dict:
+    def _bad(self, pos: str, rid: str, kind: str, message: str) -> dict:
         if self.fail:
-            raise LoupeError(f"bad training record {rid!r} ({kind}): {message} (data.on_bad_record is 'fail')")
-        return {"loupe_bad": (rid, kind, message)}
+            raise LoupeError(f"bad training record {rid!r} at {pos} ({kind}): {message} "
+                             "(data.on_bad_record is 'fail')")
+        return {"loupe_bad": (pos, rid, kind, message)}
 
 
 def _nominal_image_tokens(processor) -> int:

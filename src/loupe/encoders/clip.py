@@ -34,6 +34,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from ..errors import LoupeError
 from ..registry import ENCODERS
+from ..validation import bounded
 from .base import VisionEncoder
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -60,8 +61,8 @@ class CLIPEncoder(VisionEncoder):
         hf_config: dict = field(default_factory=lambda: dict(CLIP_L_336))
         select_layer: int = -2  # index into hidden_states (0 = embeddings after pre_layrnorm)
         drop_cls: bool = True
-        image_mean: tuple = CLIP_MEAN
-        image_std: tuple = CLIP_STD
+        image_mean: tuple = bounded(CLIP_MEAN, min=0.0, max=1.0)
+        image_std: tuple = bounded(CLIP_STD, gt=0.0)
         native_aspect: bool = False  # LLaVA-UHD v2: per-tile grids, interpolated positions, padded batch + mask
 
     no_split_modules = ("CLIPEncoderLayer",)

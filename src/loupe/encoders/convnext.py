@@ -43,6 +43,7 @@ from transformers import ConvNextConfig, ConvNextModel
 
 from ..errors import LoupeError
 from ..registry import ENCODERS
+from ..validation import bounded
 from .base import VisionEncoder
 from .clip import CLIP_MEAN, CLIP_STD
 
@@ -194,15 +195,15 @@ class ConvNeXtEncoder(VisionEncoder):
 
     @dataclass
     class Config:
-        depths: tuple = CONVNEXT_L_5STAGE["depths"]
-        hidden_sizes: tuple = CONVNEXT_L_5STAGE["hidden_sizes"]
-        patch_size: int = 4
-        layer_scale_init_value: float = 1e-6
-        drop_path_rate: float = 0.0
+        depths: tuple = bounded(CONVNEXT_L_5STAGE["depths"], min=1)
+        hidden_sizes: tuple = bounded(CONVNEXT_L_5STAGE["hidden_sizes"], min=1)
+        patch_size: int = bounded(4, min=1)
+        layer_scale_init_value: float = bounded(1e-6, min=0.0)
+        drop_path_rate: float = bounded(0.0, min=0.0, lt=1.0)
         select_layer: int = -1  # -1: last stage output; -2: without the last block of the last stage (official)
         torch_init: bool = False  # PyTorch-default init (loupe.init) for from-scratch training, not HF's N(0, 0.02)
-        image_mean: tuple = CLIP_MEAN
-        image_std: tuple = CLIP_STD
+        image_mean: tuple = bounded(CLIP_MEAN, min=0.0, max=1.0)
+        image_std: tuple = bounded(CLIP_STD, gt=0.0)
 
         def __post_init__(self):
             self.depths, self.hidden_sizes = tuple(self.depths), tuple(self.hidden_sizes)

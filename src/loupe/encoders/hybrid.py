@@ -54,6 +54,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from ..errors import LoupeError
 from ..registry import ENCODERS
+from ..validation import bounded
 from .base import VisionEncoder
 from .clip import CLIP_L_336, CLIP_MEAN, CLIP_STD, CLIPEncoder
 from .convnext import CONVNEXT_L, ConvNeXtEncoder
@@ -83,19 +84,19 @@ class HybridEncoder(VisionEncoder):
         hf_config: dict = field(default_factory=lambda: dict(CLIP_L_336))  # the ViT (CLIPVisionModel)
         select_layer: int = -2  # ViT hidden_states index (LLaVA: -2, CLS dropped)
         convnext: dict = field(default_factory=lambda: dict(CONVNEXT_L))  # ConvNeXtEncoder.Config options
-        conv_scale: float | None = None  # ConvNeXt px per ViT px; None = stride / patch (32/14: 336 -> 768)
+        conv_scale: float | None = bounded(None, gt=0.0)  # ConvNeXt px per ViT px; None = stride / patch (32/14: 336 -> 768)
         conv_resize: str = "bicubic"  # F.interpolate mode for the ConvNeXt input
         conv_antialias: bool = True
         conv_overview: bool = True  # the overview tile gets its own ConvNeXt pass (False: plain CLIP for it)
         interaction_layers: Any = "stage_ends"  # "stage_ends" | "blog" (2, 6, 12, 20) | explicit 1-based blocks
-        stages: tuple | None = None  # ConvNeXt stage (1-based) per interaction; None = the last len(layers)
+        stages: tuple | None = bounded(None, min=1)  # ConvNeXt stage (1-based) per interaction; None = the last len(layers)
         align: str = "avgpool"  # "avgpool" | "conv" | "bilinear"
         fusion: str = "concat_mlp"  # "concat_mlp" | "add" | "cross_attn" | "none" (no ConvNeXt branch)
-        mlp_depth: int = 2  # concat_mlp: Linear(C + C_k, C) [GELU, Linear(C, C)] * (depth - 1)
-        heads: int = 8  # cross_attn heads
+        mlp_depth: int = bounded(2, min=1)  # concat_mlp: Linear(C + C_k, C) [GELU, Linear(C, C)] * (depth - 1)
+        heads: int = bounded(8, min=1)  # cross_attn heads
         conv_norm: bool = True  # LayerNorm on the ConvNeXt features before fusing ([LOUPE])
-        image_mean: tuple = CLIP_MEAN
-        image_std: tuple = CLIP_STD
+        image_mean: tuple = bounded(CLIP_MEAN, min=0.0, max=1.0)
+        image_std: tuple = bounded(CLIP_STD, gt=0.0)
 
         def __post_init__(self):
             if isinstance(self.interaction_layers, (list, tuple)):

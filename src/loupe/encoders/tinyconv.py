@@ -24,6 +24,7 @@ from torch import nn
 
 from ..errors import LoupeError
 from ..registry import ENCODERS
+from ..validation import bounded
 from .base import VisionEncoder
 
 ROLES = {"overview": 0, "local": 1, "global": 2}
@@ -40,15 +41,15 @@ def fourier_features(xy: torch.Tensor, n_freq: int) -> torch.Tensor:
 class TinyConvEncoder(VisionEncoder):
     @dataclass
     class Config:
-        width: int = 96
-        stem: tuple = (32, 64)
-        depth: int = 1
-        heads: int = 4
-        max_grid: int = 8  # learned in-view positions for up to max_grid x max_grid patches (interpolated beyond)
-        n_freq: int = 6
+        width: int = bounded(96, min=1)
+        stem: tuple = bounded((32, 64), min=1)
+        depth: int = bounded(1, min=0)
+        heads: int = bounded(4, min=1)
+        max_grid: int = bounded(8, min=1)  # learned in-view positions for up to max_grid x max_grid patches (interpolated beyond)
+        n_freq: int = bounded(6, min=0)
         native_aspect: bool = False  # per-tile sizes from the layouts (see the module docstring)
-        image_mean: tuple = (0.5, 0.5, 0.5)
-        image_std: tuple = (0.25, 0.25, 0.25)
+        image_mean: tuple = bounded((0.5, 0.5, 0.5), min=0.0, max=1.0)
+        image_std: tuple = bounded((0.25, 0.25, 0.25), gt=0.0)
 
     self_init = True  # PyTorch-style init (loupe.init), not transformers' N(0, 0.02)
 

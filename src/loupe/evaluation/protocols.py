@@ -31,9 +31,10 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal, get_type_hints
 
 from ..errors import LoupeError
+from ..validation import bounded, check_bounds, parse_text
 
 __all__ = ["Protocol", "PROTOCOLS", "get_protocol", "record", "differences", "FAMILIES"]
 
@@ -50,14 +51,14 @@ class Protocol:
     family: str  # which column of each task's table: llava15 | lmms_eval | vlmevalkit | uhd_v2
     source: str  # the reference code this reproduces
     chat_template: str = "model"  # "model": the saved processor's template; else a name in loupe.templates
-    image_placement: str = "newline"  # "newline": <image>\n then text (LLaVA, lmms-eval); "inline": " <image> "
+    image_placement: Literal["newline", "inline"] = "newline"  # "newline": <image>\n then text (LLaVA, lmms-eval); "inline": " <image> "
     image_handling: str = "model"  # what the reference does to the image ("pad" = expand2square, ...); recorded
     ocr_tokens: bool | None = None  # TextVQA "Reference OCR token:" line
     do_sample: bool = False
-    num_beams: int = 1
-    temperature: float = 0.0
-    max_new_tokens: int | None = None
-    coord_frame: str | None = None  # REC: "padded_square" | "original"
+    num_beams: int = bounded(1, min=1)
+    temperature: float = bounded(0.0, min=0.0)
+    max_new_tokens: int | None = bounded(None, min=1)
+    coord_frame: Literal["padded_square", "original"] | None = None  # REC
     overrides: tuple = field(default=(), compare=False)
 
     @property
@@ -86,32 +87,23 @@ PROTOCOLS: dict[str, Protocol] = {
     )
 }
 
+_HINTS = get_type_hints(Protocol)
 _SETTABLE = {f.name: f for f in dataclasses.fields(Protocol) if f.name not in ("name", "version", "family",
                                                                              "source", "overrides")}
 
 
 def _parse_value(key: str, text: str) -> Any:
+    """A ``KEY=VALUE`` override parsed and checked against the :class:`Protocol` field's type and bounds
+    (:func:`loupe.validation.parse_text`, the validation every Loupe configuration uses)."""
     low = text.strip().lower()
-    if low in ("none", "null", "default"):
-        return None
-    if key in ("ocr_tokens", "do_sample"):
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise LoupeError(f"protocol setting {key} takes true/false, got {text!r}")
-    if key in ("max_new_tokens", "num_beams"):
-        try:
-            return int(text)
-        except ValueError:
-            raise LoupeError(f"protocol setting {key} takes an integer, got {text!r}") from None
-    if key == "temperature":
-        return float(text)
-    if key == "coord_frame" and low.replace("-", "_") not in ("padded_square", "original"):
-        raise LoupeError(f"coord_frame must be 'padded_square' or 'original', got {text!r}")
-    if key == "image_placement" and low not in ("newline", "inline"):
-        raise LoupeError(f"image_placement must be 'newline' or 'inline', got {text!r}")
-    return text.strip().replace("-", "_") if key == "coord_frame" else text.strip()
+    if low == "default":
+        text = "none"
+    elif key == "coord_frame":
+        text = low.replace("-", "_")
+    where = f"protocol setting {key}"
+    value = parse_text(_HINTS[key], text, where)
+    check_bounds(Protocol, key, value, where)
+    return value
 
 
 def get_protocol(name: str | Protocol = "llava15", overrides: Iterable[str] = ()) -> Protocol:

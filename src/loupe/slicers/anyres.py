@@ -36,6 +36,7 @@ from PIL import Image
 from ..errors import LoupeError
 from ..images import DEFAULT_MAX_PIXELS, to_rgb
 from ..registry import SLICERS
+from ..validation import bounded
 from .base import Layout, Slicer
 from .geometry import LLAVA_16_PINPOINTS, centre_offset, check_size, fit_size, select_best_resolution
 
@@ -44,11 +45,11 @@ from .geometry import LLAVA_16_PINPOINTS, centre_offset, check_size, fit_size, s
 class AnyResSlicer(Slicer):
     @dataclass
     class Config:
-        tile_size: int = 336
+        tile_size: int = bounded(336, min=1)
         pinpoints: tuple = LLAVA_16_PINPOINTS  # canvases, each a multiple of tile_size
         pinpoint_order: str = "wh"  # "wh": each pinpoint is (W, H) (official); "hw": transformers' reading
-        resample: int = 3  # PIL.Image.BICUBIC, the default of ``image.resize`` in the official code
-        max_pixels: int | None = DEFAULT_MAX_PIXELS
+        resample: int = bounded(3, min=0, max=5)  # PIL.Image.BICUBIC, the default of ``image.resize`` in the official code
+        max_pixels: int | None = bounded(DEFAULT_MAX_PIXELS, min=1)
         parallel_resize: bool = True  # overview resize on a helper thread (PIL frees the GIL); same pixels
 
         def __post_init__(self):

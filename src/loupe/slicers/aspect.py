@@ -25,6 +25,7 @@ from PIL import Image
 
 from ..images import DEFAULT_MAX_PIXELS, to_rgb
 from ..registry import SLICERS
+from ..validation import bounded
 from .base import Layout, Slicer
 from .geometry import aspect_size, check_size
 from .pad import CLIP_MEAN, fill_colour, square_paste_offset
@@ -34,12 +35,12 @@ from .pad import CLIP_MEAN, fill_colour, square_paste_offset
 class AspectSlicer(Slicer):
     @dataclass
     class Config:
-        short_side: int = 1536  # R; the square side in mode="square"
-        stride: int = 64  # the encoder's total stride (five-stage ConvNeXt: 64)
+        short_side: int = bounded(1536, min=1)  # R; the square side in mode="square"
+        stride: int = bounded(64, min=1)  # the encoder's total stride (five-stage ConvNeXt: 64)
         mode: str = "aspect"  # "aspect" (paper Table 7) | "square" (released code: pad to square, resize)
-        max_long_side: int | None = 6144
-        fill: tuple = CLIP_MEAN
-        max_pixels: int | None = DEFAULT_MAX_PIXELS
+        max_long_side: int | None = bounded(6144, min=1)
+        fill: tuple = bounded(CLIP_MEAN, min=0.0, max=1.0)
+        max_pixels: int | None = bounded(DEFAULT_MAX_PIXELS, min=1)
 
         def __post_init__(self):
             if self.mode not in ("aspect", "square"):

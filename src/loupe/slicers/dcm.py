@@ -36,6 +36,7 @@ from PIL import Image
 
 from ..images import DEFAULT_MAX_PIXELS, to_rgb
 from ..registry import SLICERS
+from ..validation import bounded
 from .base import Layout, Slicer
 from .geometry import check_size, dcm_grid
 from .pad import CLIP_MEAN, fill_colour, square_paste_offset
@@ -64,13 +65,13 @@ def torch_bicubic(x: np.ndarray, out_h: int, out_w: int, a: float = -0.75) -> np
 class DCMSlicer(Slicer):
     @dataclass
     class Config:
-        tile_size: int = 336
-        size: int = 1008  # official canvas side (a multiple of tile_size); layout="official" only
+        tile_size: int = bounded(336, min=1)
+        size: int = bounded(1008, min=1)  # official canvas side (a multiple of tile_size); layout="official" only
         layout: str = "official"  # "official" (pad to square, resize to size) | "paper" (native W_h x H_h)
-        max_grid: int = 0  # layout="paper": cap on n_W and n_H (0 = none)
+        max_grid: int = bounded(0, min=0)  # layout="paper": cap on n_W and n_H (0 = none)
         overview: str = "torch"  # "torch" (official F.interpolate, no antialias) | "pil"
-        fill: tuple = CLIP_MEAN  # expand2square colour, int(x * 255)
-        max_pixels: int | None = DEFAULT_MAX_PIXELS
+        fill: tuple = bounded(CLIP_MEAN, min=0.0, max=1.0)  # expand2square colour, int(x * 255)
+        max_pixels: int | None = bounded(DEFAULT_MAX_PIXELS, min=1)
 
         def __post_init__(self):
             if self.layout not in ("official", "paper"):

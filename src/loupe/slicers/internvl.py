@@ -24,6 +24,7 @@ from PIL import Image
 
 from ..images import DEFAULT_MAX_PIXELS, to_rgb
 from ..registry import SLICERS
+from ..validation import bounded
 from .base import Layout, Slicer
 from .geometry import check_size
 
@@ -52,12 +53,12 @@ def internvl_grid(image_size, tile: int = 448, min_num: int = 1, max_num: int = 
 class InternVLSlicer(Slicer):
     @dataclass
     class Config:
-        tile_size: int = 448
-        min_num: int = 1
-        max_num: int = 12
+        tile_size: int = bounded(448, min=1)
+        min_num: int = bounded(1, min=1)
+        max_num: int = bounded(12, min=1)
         use_thumbnail: bool = True
-        resample: int = 3  # PIL.Image.BICUBIC (``Image.resize``'s default; transformers' processor too)
-        max_pixels: int | None = DEFAULT_MAX_PIXELS
+        resample: int = bounded(3, min=0, max=5)  # PIL.Image.BICUBIC (``Image.resize``'s default; transformers' processor too)
+        max_pixels: int | None = bounded(DEFAULT_MAX_PIXELS, min=1)
 
         def __post_init__(self):
             if self.tile_size <= 0:

@@ -28,6 +28,7 @@ from PIL import Image
 from ..errors import LoupeError
 from ..images import DEFAULT_MAX_PIXELS, to_rgb
 from ..registry import SLICERS
+from ..validation import bounded
 from .base import Layout, Slicer
 from .geometry import check_size
 
@@ -60,13 +61,13 @@ def smart_resize(image_size, factor: int = 28, min_pixels: int = QWEN2_VL_MIN_PI
 class NativeSlicer(Slicer):
     @dataclass
     class Config:
-        patch_size: int = 14
-        merge_size: int = 2
-        min_pixels: int = QWEN2_VL_MIN_PIXELS
-        max_pixels: int = QWEN2_VL_MAX_PIXELS  # of the resized image (the budget knob)
-        max_ratio: float = 200.0
-        resample: int = 3  # PIL.Image.BICUBIC
-        max_image_pixels: int | None = DEFAULT_MAX_PIXELS  # of the input image (a decompression-bomb cap)
+        patch_size: int = bounded(14, min=1)
+        merge_size: int = bounded(2, min=1)
+        min_pixels: int = bounded(QWEN2_VL_MIN_PIXELS, min=1)
+        max_pixels: int = bounded(QWEN2_VL_MAX_PIXELS, min=1)  # of the resized image (the budget knob)
+        max_ratio: float = bounded(200.0, gt=0.0)
+        resample: int = bounded(3, min=0, max=5)  # PIL.Image.BICUBIC
+        max_image_pixels: int | None = bounded(DEFAULT_MAX_PIXELS, min=1)  # of the input image (a decompression-bomb cap)
 
         def __post_init__(self):
             if self.patch_size <= 0 or self.merge_size <= 0:

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from ..registry import SLICERS
+from ..validation import bounded
 from .base import Layout, Slicer, pil_resize
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -40,9 +41,9 @@ def square_paste_offset(width: int, height: int) -> tuple[int, int, int]:
 class PadSlicer(Slicer):
     @dataclass
     class Config:
-        tile_size: int = 336
+        tile_size: int = bounded(336, min=1)
         mode: str = "pad"  # "pad" (expand2square, official) | "resize" (squash) | "crop" (llava-hf CLIP)
-        fill: tuple = CLIP_MEAN  # mean colour in [0, 1]; the fill is int(x * 255) per channel
+        fill: tuple = bounded(CLIP_MEAN, min=0.0, max=1.0)  # mean colour in [0, 1]; the fill is int(x * 255) per channel
 
         def __post_init__(self):
             if self.mode not in ("pad", "resize", "crop"):

@@ -36,6 +36,7 @@ from PIL import Image
 
 from ..images import DEFAULT_MAX_PIXELS, to_rgb
 from ..registry import SLICERS
+from ..validation import bounded
 from .base import Layout, Slicer
 from .geometry import (adapt_size, check_size, find_best_resize, uhd_grid, uhd_refine_size, uhd_separators,
                        uhd_v1_grid)
@@ -53,15 +54,15 @@ def keep_ratio_size(size, max_size: int) -> tuple[int, int]:
 class UHDSlicer(Slicer):
     @dataclass
     class Config:
-        tile_size: int = 336  # the official ``scale_resolution``
-        patch_size: int = 14
-        max_slice_nums: int = 9  # 9 official evaluation, 7 official training
+        tile_size: int = bounded(336, min=1)  # the official ``scale_resolution``
+        patch_size: int = bounded(14, min=1)
+        max_slice_nums: int = bounded(9, min=1)  # 9 official evaluation, 7 official training
         variant: str = "v2"  # "v2" (MiniCPM-V code, official) | "v1" (ECCV paper)
         never_split: bool = False  # official flag: overview only (pretraining's ``--single True``)
-        resize_long_side: int = 0  # >0: official eval's resize_image_keep_ratio first (1024; 1536 textvqa)
-        comma_id: int = 29892
-        newline_id: int = 13
-        max_pixels: int | None = DEFAULT_MAX_PIXELS
+        resize_long_side: int = bounded(0, min=0)  # >0: official eval's resize_image_keep_ratio first (1024; 1536 textvqa)
+        comma_id: int = bounded(29892, min=0)
+        newline_id: int = bounded(13, min=0)
+        max_pixels: int | None = bounded(DEFAULT_MAX_PIXELS, min=1)
 
         def __post_init__(self):
             if self.variant not in ("v1", "v2"):

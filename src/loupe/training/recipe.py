@@ -40,6 +40,7 @@ from typing import Any, Literal
 import yaml
 
 from ..errors import LoupeError
+from ..validation import bounded
 from .strict import from_dict
 
 PART_NAMES = ("vision_tower", "connector", "language_model")
@@ -68,9 +69,9 @@ class DataSpec:
     image_root: str | None = None  # image paths in records are relative to this (default: the data file's folder)
     template: str | None = None  # a loupe.templates name; None = the tokenizer's own chat template
     on_bad_record: Literal["skip", "fail"] = "skip"
-    max_bad_fraction: float = 0.05  # more skipped records than this share fails the stage
+    max_bad_fraction: float = bounded(0.05, min=0.0, max=1.0)  # more skipped records than this share fails the stage
     check_files: bool = True  # upfront pass: image files exist (a stat, no decoding)
-    num_workers: int = 0
+    num_workers: int = bounded(0, min=0)
 
     def __post_init__(self):
         if not 0 <= self.max_bad_fraction <= 1:
@@ -86,7 +87,7 @@ class DataSpec:
 class PartSpec:
     """One part's learning rate (0 = frozen) and, optionally, which of its sub-modules train."""
 
-    lr: float
+    lr: float = bounded(min=0.0)
     only: list[str] = field(default_factory=list)  # regexes (re.match on full names); empty = the whole part
     exclude: list[str] = field(default_factory=list)
 
@@ -108,9 +109,9 @@ class PartSpec:
 class LoraSpec:
     """PEFT LoRA on the language model; its ``lr`` is ``parts.language_model``."""
 
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
+    r: int = bounded(8, min=1)
+    alpha: int = bounded(16, min=1)
+    dropout: float = bounded(0.05, min=0.0, lt=1.0)
     target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
 
 
@@ -128,22 +129,22 @@ class Stage:
     # crf_weight, crf_samples, normalize); defaults = the official featup/configs/vdim_upsampler.yaml
     vdim: dict = field(default_factory=dict)
     lora: LoraSpec | None = None
-    global_batch_size: int = 8
-    per_device_batch_size: int = 8  # a ceiling; the engine picks the largest divisor that fits
-    epochs: float = 1.0
-    max_steps: int | None = None  # overrides epochs
-    max_length: int = 2048  # after image expansion; never cut inside an image
+    global_batch_size: int = bounded(8, min=1)
+    per_device_batch_size: int = bounded(8, min=1)  # a ceiling; the engine picks the largest divisor that fits
+    epochs: float = bounded(1.0, gt=0.0)
+    max_steps: int | None = bounded(None, min=1)  # overrides epochs
+    max_length: int = bounded(2048, min=1)  # after image expansion; never cut inside an image
     schedule: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
+    warmup_ratio: float = bounded(0.03, min=0.0, lt=1.0)
+    weight_decay: float = bounded(0.0, min=0.0)
+    max_grad_norm: float = bounded(1.0, min=0.0)  # 0: no clipping
     optimizer: Literal["adamw_torch", "adamw_torch_fused", "nadam", "sgd", "adafactor"] = "adamw_torch"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto = bf16 on a bf16 GPU, else fp32
     gradient_checkpointing: bool = False
     group_by_length: bool = True  # LLaVA's group_by_modality_length
-    save_steps: int = 500
-    save_total_limit: int | None = 2
-    logging_steps: int = 1
+    save_steps: int = bounded(500, min=1)
+    save_total_limit: int | None = bounded(2, min=1)
+    logging_steps: int = bounded(1, min=1)
     deepspeed: str | None = None  # a DeepSpeed JSON (configs/deepspeed/zero{2,3}.json)
     fsdp: bool = False  # FSDP through the Trainer/accelerate (GPUs only); wrapping from _no_split_modules
     fsdp_config: dict = field(default_factory=dict)  # TrainingArguments.fsdp_config; version 2 by default
@@ -169,6 +170,9 @@ class Stage:
             raise LoupeError(f"epochs must be > 0, got {self.epochs}")
         if not 0 <= self.warmup_ratio < 1:
             raise LoupeError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise LoupeError(f"weight_decay and max_grad_norm must be >= 0, got {self.weight_decay} and "
+                             f"{self.max_grad_norm}")
         if self.deepspeed and self.fsdp:
             raise LoupeError("choose deepspeed or fsdp, not both")
 
@@ -182,7 +186,7 @@ class Recipe:
     name: str
     model: ModelSpec
     stages: list[Stage]
-    seed: int = 42
+    seed: int = bounded(42, min=0)
     data_root: str = "."
     output_dir: str | None = None  # default: runs/<name>
 
@@ -224,7 +228,24 @@ def recipe_from_dict(raw: Any, overrides: list[str] | tuple[str, ...] = (), wher
     if not isinstance(raw, dict):
         raise LoupeError(f"{where}: a recipe is a mapping with keys name, model, stages, ...")
     raw = apply_overrides(raw, overrides)
-    return from_dict(Recipe, raw, where)
+    recipe = from_dict(Recipe, raw, where)
+    check_model_config(recipe)
+    return recipe
+
+
+def check_model_config(recipe: Recipe) -> None:
+    """``model.config`` (and each stage's ``slicer``) against the preset, typed and strict, when the preset is
+    registered: ``model.config.slicr`` or ``model.config.slicer.tile_size: "336"`` fail at load time."""
+    from ..builder import merged_config
+    from ..presets import list_presets
+    from ..registry import SLICERS
+
+    if recipe.model.preset not in list_presets():
+        return
+    cfg = merged_config(recipe.model.preset, recipe.model.config, where="model.config")
+    for i, stage in enumerate(recipe.stages, 1):
+        if stage.slicer:
+            SLICERS.config({**cfg["slicer"], **stage.slicer}, where=f"stages.{i}.slicer")
 
 
 def apply_overrides(raw: dict, overrides) -> dict:
@@ -269,10 +290,12 @@ def _targets(raw: dict, keys: list[str], item: str):
 
 
 def _set(node: dict, keys: list[str], value, item: str) -> None:
+    keys_root = node
     for k in keys[:-1]:
         nxt = node.get(k)
         if nxt is None or isinstance(nxt, (int, float, str)) and not isinstance(nxt, bool):
-            nxt = {} if nxt is None else {"lr": nxt}  # `parts.connector=...` shorthand grows into a mapping
+            # a shorthand grows into its mapping: `model: PRESET` -> {preset}, `parts.connector: LR` -> {lr}
+            nxt = {} if nxt is None else {"preset": nxt} if node is keys_root and k == "model" else {"lr": nxt}
             node[k] = nxt
         if not isinstance(nxt, dict):
             raise LoupeError(f"override {item!r}: {k!r} is not a mapping")

@@ -7,11 +7,13 @@ Output folder (``--output``, else the recipe's ``output_dir``, else ``runs/<reci
     OUT/stage-1-pretrain/final/           save_pretrained model + processor (+ lora_adapter/), loupe_stage.json
     OUT/stage-1-pretrain/log_history.json loss, grad norm, LR per part, tokens/s per logging step
     OUT/stage-1-pretrain/bad_records.json every skipped record id with its reason
-    OUT/stage-1-pretrain/DONE.json        the stage-done marker: a rerun skips this stage
+    OUT/stage-1-pretrain/DONE.json        the stage-done marker (steps, resumed_from, steps_run): a rerun skips it
 
 A stage with checkpoints but no marker was interrupted: rerun with ``resume=True`` (``--resume``) to continue
-from its last checkpoint exactly (weights, optimizer, scheduler, RNG, data position); without it the run
-stops rather than silently starting over. ``final/`` is written to ``final.tmp`` and renamed, then the marker.
+from its last checkpoint exactly (weights, optimizer, scheduler, RNG, data position, bad-record counts);
+without it the run stops rather than silently starting over. A damaged newest checkpoint (a truncated
+``optimizer.pt``: a full disk, a copy cut short) is skipped with a warning naming it, and the stage resumes from
+the newest intact one. ``final/`` is written to ``final.tmp`` and renamed, then the marker.
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ def run_stage(recipe: Recipe, k: int, out: Path, resume: bool = False, callbacks
     if ckpt and not resume:
         raise LoupeError(f"{label} was interrupted ({ckpt} exists, no DONE.json): pass --resume to continue it, "
                          f"or delete {sdir} to start it over")
+    if ckpt and resume:
+        ckpt = intact_checkpoint(sdir, label)
 
     set_seed(recipe.seed)
     model, processor = _init_model(recipe, k, out)
@@ -138,7 +142,7 @@ def run_stage(recipe: Recipe, k: int, out: Path, resume: bool = False, callbacks
     bad.merge(upfront)
     if restore_slicer is not None:
         restore_slicer()
-    bad.seen = upfront.seen  # records in the file; lazy counts are in 'bad.ids'
+    bad.seen = upfront.seen  # records in the file; lazy ones are in 'bad.records' (by position)
     _write_final(trainer, model, sdir, {
         "recipe": recipe.name, "stage": k + 1, "name": stage.name,
         "trained_parts": {p: plan.lrs[p] for p, names in plan.trainable.items() if names},
@@ -154,11 +158,64 @@ def run_stage(recipe: Recipe, k: int, out: Path, resume: bool = False, callbacks
     if main:
         (sdir / "DONE.json").write_text(json.dumps({
             "stage": k + 1, "name": stage.name, "global_step": result.global_step,
+            "resumed_from": ckpt if resume else None, "steps_run": trainer.steps_run,
             "train_loss": result.training_loss, "seconds": round(time.time() - t0, 1),
             "bad_records": bad.counts, "final": str(final)}, indent=2))
         log.info("%s: done in %.1f s, final model in %s", label, time.time() - t0, final)
     trainer.accelerator.wait_for_everyone()
     return final
+
+
+def checkpoint_problem(ckpt: Path) -> str | None:
+    """Why a ``checkpoint-N`` folder cannot be resumed from (a cheap structural check, no tensor is loaded):
+    ``trainer_state.json`` must parse; the ``torch.save`` files (``optimizer.pt``, ``scheduler.pt``,
+    ``rng_state*.pth``) must be complete zip archives; ``*.safetensors`` must be as long as their headers say.
+    None when it looks intact."""
+    import zipfile
+
+    state = ckpt / "trainer_state.json"
+    try:
+        json.loads(state.read_text())
+    except (OSError, ValueError) as e:
+        return f"{state.name}: {type(e).__name__}: {e}"
+    for f in sorted(ckpt.glob("*.pt")) + sorted(ckpt.glob("*.pth")):
+        try:
+            with zipfile.ZipFile(f) as z:
+                z.infolist()
+        except (OSError, zipfile.BadZipFile) as e:
+            return f"{f.name} is truncated or corrupt ({e})"
+    for f in sorted(ckpt.glob("*.safetensors")):
+        try:
+            with open(f, "rb") as fh:
+                n = int.from_bytes(fh.read(8), "little")
+                header = json.loads(fh.read(n))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+            if f.stat().st_size < 8 + n + end:
+                return f"{f.name} is truncated ({f.stat().st_size} bytes, its header needs {8 + n + end})"
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            return f"{f.name} is unreadable ({type(e).__name__}: {e})"
+    return None
+
+
+def intact_checkpoint(sdir: Path, label: str = "stage") -> str:
+    """The newest ``checkpoint-N`` of ``sdir`` that passes :func:`checkpoint_problem`; each newer, damaged one
+    is named in a warning (and later overwritten when training reaches its step again)."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    found = sorted((p for p in sdir.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.is_dir()
+                    and p.name.split("-")[-1].isdigit()), key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    bad = []
+    for ckpt in found:
+        problem = checkpoint_problem(ckpt)
+        if problem is None:
+            if bad:
+                log.warning("%s: resuming from %s instead of the newer damaged %s", label, ckpt.name,
+                            "; ".join(bad))
+            return str(ckpt)
+        bad.append(f"{ckpt} ({problem})")
+        log.warning("%s: checkpoint %s cannot be resumed from: %s", label, ckpt, problem)
+    raise LoupeError(f"{label}: no intact checkpoint to resume from in {sdir}: {'; '.join(bad)}; delete {sdir} "
+                     "to start the stage over")
 
 
 def _override_slicer(model, processor, options: dict):

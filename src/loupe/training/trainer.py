@@ -6,6 +6,8 @@ data position) and progress bars are the Trainer's (no hand-written loop). Overr
 * ``create_optimizer`` — one param group per part with the part's LR (:func:`.freezing.param_groups`; LLaVA's
   ``mm_projector_lr`` generalised), decay / no-decay split as the Trainer's; ``nadam`` added (torch's NAdam).
 * ``_get_train_sampler`` — :class:`.sampler.ModalityLengthGroupedSampler`, cut by the global batch.
+* ``_get_num_items_in_batch`` — image-token positions are set to -100 in ``labels`` before the Trainer
+  counts the tokens that normalise the loss, so a user's own collator cannot inflate the count.
 * ``training_step`` — pops the collator's bad-record bookkeeping (counted in :attr:`bad`), runs an all-bad
   batch as a zero loss, and **stops on a non-finite loss** (all ranks agree through one all-reduce) with
   :class:`NonFiniteLossError` naming the step, before the optimizer update, so the checkpoints on disk stay
@@ -32,7 +34,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint, rotate_checkpoints
 
 from ..data.llava_format import BadRecords
@@ -63,6 +65,8 @@ class LoupeTrainer(Trainer):
         self._staging_root: str | None = None
         self._last_log = (time.time(), 0)
         self._step_lrs: dict[str, float] = {}
+        self.steps_run = 0  # optimizer steps this process ran (a resumed run: only the remaining ones)
+        self.add_callback(_StepCounter(self))
 
     def train(self, *args, **kwargs):
         handle = self.model.register_forward_hook(_attach_trainables)
@@ -80,6 +84,16 @@ class LoupeTrainer(Trainer):
             global_batch=a.per_device_train_batch_size * a.world_size * a.gradient_accumulation_steps,
             seed=a.data_seed if a.data_seed is not None else a.seed, by_length=self.group_by_length,
         )
+
+    def _get_num_items_in_batch(self, batch_samples, device):
+        """The Trainer's token count for the loss normalisation, with image slots masked first: whatever the
+        collator did, an image-token position is never a target (the model masks it too)."""
+        config = getattr(self.accelerator.unwrap_model(self.model), "config", None)
+        image_id = getattr(config, "image_token_id", None)
+        for b in batch_samples:
+            if image_id is not None and torch.is_tensor(b.get("labels")) and torch.is_tensor(b.get("input_ids")):
+                b["labels"] = b["labels"].masked_fill(b["input_ids"] == image_id, -100)
+        return super()._get_num_items_in_batch(batch_samples, device)
 
     # --- optimizer ------------------------------------------------------------------------------------------------
     def create_optimizer(self, model=None):
@@ -104,8 +118,8 @@ class LoupeTrainer(Trainer):
 
     # --- one step -------------------------------------------------------------------------------------------------
     def training_step(self, model, inputs, num_items_in_batch=None):
-        for rid, kind, message in inputs.pop("loupe_bad", []):
-            self.bad.add(rid, kind, message, fail=self.fail_on_bad)
+        for pos, rid, kind, message in inputs.pop("loupe_bad", []):
+            self.bad.add(pos, rid, kind, message, fail=self.fail_on_bad)
         self.bad.seen += int(inputs.pop("loupe_seen", 0))
         self._dummy = bool(inputs.pop("loupe_dummy", False))
         if self.optimizer is not None:  # the LRs this step uses (the scheduler moves them after the update)
@@ -194,6 +208,14 @@ class LoupeTrainer(Trainer):
         p = Path(checkpoint) / f"loupe_bad_records_rank{self.args.process_index}.json"
         if p.is_file():
             self.bad = BadRecords.from_json(json.loads(p.read_text()))
+
+
+class _StepCounter(TrainerCallback):
+    def __init__(self, trainer: "LoupeTrainer"):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer.steps_run += 1
 
 
 def _attach_trainables(module, args, output):

@@ -201,7 +201,7 @@ def image_paths(data_path: Path, image_root: Path | None) -> list[Path]:
     records, _ = read_records(data_path)
     root = image_root or data_path.parent
     out = []
-    for _, rec in records:
+    for _, _, rec in records:
         img = rec.get("image") if isinstance(rec, dict) else None
         img = img[0] if isinstance(img, list) and img else img
         if isinstance(img, str):
