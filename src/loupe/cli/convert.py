@@ -15,9 +15,12 @@ def add_parser(sub):
                    help=f"import a released layout into Loupe: {', '.join(FROM_FORMATS)}")
     g.add_argument("--to", dest="to_format", metavar="FORMAT",
                    help=f"export a Loupe folder: {', '.join(TO_FORMATS)}")
-    p.add_argument("--vision-tower", metavar="DIR", help="CLIP folder, when the checkpoint does not hold the tower")
-    p.add_argument("--language-model", metavar="DIR", help="language model folder (tokenizer, config)")
-    p.add_argument("--preset", help="Loupe preset giving the parts, for layouts whose config does not")
+    p.add_argument("--vision-tower", metavar="DIR", help="the vision tower folder when the checkpoint does not hold "
+                   "it: a Hugging Face CLIP folder (llava, inf-llava, llava-uhd-v2) or ConvLLaVA's ConvNeXt folder "
+                   "(conv-llava)")
+    p.add_argument("--language-model", metavar="DIR", help="folder to take the tokenizer from when SRC has none")
+    p.add_argument("--preset", help="the Loupe preset giving the parts, for layouts whose config does not describe "
+                   "them: --from inf-llava (e.g. inf-llava-8b) and --from llava-uhd-v2 (e.g. llava-uhd-v2-7b)")
     p.add_argument("--dtype", help="cast floating tensors: float32, float16 or bfloat16 (default: keep)")
     p.add_argument("--dry-run", action="store_true",
                    help="print every source key -> target key and every drop, write nothing; exit 2 on any problem")

@@ -40,6 +40,8 @@ KEY_MAP: list[tuple[str, str]] = [
 ]
 #: official names dropped on purpose
 IGNORED: list[str] = [r"\.rotary_emb\.inv_freq$"]
+#: :data:`IGNORED` with the reason (the plan of ``loupe convert --dry-run`` prints it)
+DROPPED: list[tuple[str, str]] = [(r"\.rotary_emb\.inv_freq$", "rotary buffer, recomputed by the LLM")]
 #: Loupe prefixes allowed to be absent from a checkpoint, per ``part``
 OPTIONAL = {"full": ("vision_tower.",), "adapter": ("vision_tower.", "language_model.")}
 

@@ -162,10 +162,12 @@ def import_folder(src, dst, vision_tower=None, language_model=None, dtype=None,
                         dry_run)
 
 
-def write_import(src, dst, plan, language_model=None, dtype=None, dry_run: bool = False) -> ConversionReport:
+def write_import(src, dst, plan, language_model=None, dtype=None, dry_run: bool = False,
+                 template: str | None = None) -> ConversionReport:
     """What every LLaVA-repo layout shares once planned: ``plan(image_token_id)`` gives (LoupeConfig, report,
-    refs); the tokenizer (from ``src`` or ``language_model``) gets ``<image>``, the Vicuna v1 template unless it
-    ships one and left padding; weights are streamed into ``dst`` (atomic) next to the config and processor."""
+    refs); the tokenizer (from ``src`` or ``language_model``) gets ``<image>``, the chat template ``template``
+    (a Loupe template name; by default its own, else Vicuna v1) and left padding; weights are streamed into
+    ``dst`` (atomic) next to the config and processor."""
     from ..builder import load_tokenizer
     from ..processing import LoupeImageProcessor, LoupeProcessor
     from ..templates import get_template
@@ -176,7 +178,7 @@ def write_import(src, dst, plan, language_model=None, dtype=None, dry_run: bool 
         return plan()[1]
     tok_dir = Path(language_model) if language_model is not None else src
     tok = load_tokenizer(tok_dir)
-    tok.chat_template = tok.chat_template or get_template("vicuna_v1")
+    tok.chat_template = get_template(template) if template else tok.chat_template or get_template("vicuna_v1")
     left_padded(tok)
     config, report, refs = plan(tok.convert_tokens_to_ids("<image>"))
     refuse(report, src)

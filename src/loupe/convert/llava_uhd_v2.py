@@ -54,6 +54,26 @@ OPTIONAL = {"full": ("vision_tower.",), "adapter": ("vision_tower.", "language_m
             "vdim": ("vision_tower.", "language_model.", "connector.")}
 
 
+#: why each of :data:`DROPPED` is dropped (the plan of ``loupe convert --dry-run`` prints it)
+DROP_REASONS: list[str] = [
+    "FeatUp's own CLIP copy + ChannelNorm, built at construction, never used in the MLLM forward",
+    "the v1 single query set of forward(), unused by forward_with_featup",
+    "kv_proj of forward(), unused by forward_with_featup",
+    "rotary buffer, recomputed by the LLM",
+    "an old CLIP position_ids buffer, recomputed",
+    "stage-0 FeatUp checkpoint only: CLIP and training heads",
+]
+
+
+def dropped_with_reasons(levels) -> list[tuple[str, str]]:
+    """(regex, reason) of everything a full checkpoint drops for a model using ``levels``."""
+    unused = [lv for lv in (1, 2, 4, 8) if lv not in levels]
+    level = [(rf"^model\.mm_projector\.(feature_{lv}x_embedding$|features_{lv}x_projector\.)",
+              f"the {lv}x level's projector / embedding, unused with levels {tuple(levels)} (feature_scale_mask)")
+             for lv in unused]
+    return list(zip(DROPPED[:-1], DROP_REASONS[:-1])) + level
+
+
 def dropped_patterns(levels, part: str = "full") -> list[str]:
     """:data:`DROPPED` plus the projectors/embeddings of the levels not in ``levels`` (e.g. (1, 4))."""
     unused = [lv for lv in (1, 2, 4, 8) if lv not in levels]
