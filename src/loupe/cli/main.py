@@ -1,5 +1,8 @@
 """``loupe`` entry point. Each subcommand lives in ``loupe/cli/<name>.py`` and defines
-``add_parser(subparsers)`` (which sets ``func``) — adding one is one file plus one line in ``SUBCOMMANDS``."""
+``add_parser(subparsers)`` (which sets ``func``) — adding one is one file plus one line in ``SUBCOMMANDS``.
+
+Bad input never ends in a traceback: argparse rejects malformed values (shared types in :mod:`loupe.cli.args`)
+and a :class:`~loupe.errors.LoupeError` from the work becomes ``loupe CMD: error: ...``; both exit 2."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ["info", "chat", "train", "demo", "data", "eval", "profile", "serve", "convert"]
+SUBCOMMANDS = ["info", "chat", "train", "demo", "compare", "data", "eval", "profile", "serve", "convert", "show"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     from ..errors import LoupeError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse has printed "loupe CMD: error: ..." (or the help): return its code
+        return 0 if e.code is None else e.code if isinstance(e.code, int) else 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
