@@ -14,6 +14,14 @@ Outputs (a ``BatchFeature``):
 
 ``images`` may be one image, a flat list (assigned to ``<image>`` slots in order) or a list of lists (one
 list per text; checked per sample). Images may be paths, bytes, PIL images or arrays, in any mode.
+
+Length limits are explicit, never a silent truncation (an image span must never be cut, and a prompt over the
+LLM's context would run for minutes and answer garbage): :attr:`LoupeProcessor.max_prompt_tokens` is the LLM's
+context (``context_length``, which :func:`loupe.serving.chat.load_model_folder` sets from the model config's
+``max_position_embeddings``, and the tokenizer's ``model_max_length``); a sample whose text + visual tokens
+exceed it is refused with both numbers. Before tokenising, text longer than
+:attr:`LoupeProcessor.max_text_chars` is refused too, so a huge string cannot hang the tokenizer or the model.
+Callers that want truncation do it on their own text (``ChatSession(truncate=True)``).
 """
 
 from __future__ import annotations
@@ -139,12 +147,21 @@ def _image_size(image) -> tuple[int, int]:
     raise LoupeError(f"cannot tell the size of {type(image).__name__}; give an image, a path or (width, height)")
 
 
+#: characters of raw text allowed per token of context before tokenising (English averages ~4 per token)
+CHARS_PER_TOKEN_CAP = 32
+#: the raw text cap when the context length is unknown
+DEFAULT_MAX_TEXT_CHARS = 1_000_000
+#: a tokenizer ``model_max_length`` at or above this is transformers' "no limit" placeholder
+_NO_LIMIT = 10**9
+
+
 class LoupeProcessor(ProcessorMixin):
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
         if chat_template is None and tokenizer is not None:
             chat_template = getattr(tokenizer, "chat_template", None)
         super().__init__(image_processor, tokenizer, chat_template=chat_template, **kwargs)
         self.image_token = "<image>"
+        self.context_length: int | None = None  # the LLM's max_position_embeddings, set by load_model_folder
         if tokenizer is not None:
             tid = tokenizer.convert_tokens_to_ids(self.image_token)
             if tid is None or tid == tokenizer.unk_token_id:
@@ -167,6 +184,54 @@ class LoupeProcessor(ProcessorMixin):
             self.image_processor.geometry.layout((int(w), int(h))).num_tiles for h, w in (image_sizes or [])
         ])
 
+    # --- length limits ----------------------------------------------------------------------------------
+    @property
+    def max_prompt_tokens(self) -> int | None:
+        """The longest prompt (text + visual tokens) the LLM takes: the smaller of ``context_length`` (the
+        model config's ``max_position_embeddings``) and the tokenizer's ``model_max_length``; ``None`` when
+        neither says."""
+        limits = [int(n) for n in (self.context_length, getattr(self.tokenizer, "model_max_length", None))
+                  if isinstance(n, int) and 0 < n < _NO_LIMIT]
+        return min(limits) if limits else None
+
+    @property
+    def max_text_chars(self) -> int:
+        """Raw characters of text (``<image>`` placeholders not counted) allowed per sample before tokenising:
+        ``CHARS_PER_TOKEN_CAP`` per token of :attr:`max_prompt_tokens` (``DEFAULT_MAX_TEXT_CHARS`` if unknown)."""
+        limit = self.max_prompt_tokens
+        return DEFAULT_MAX_TEXT_CHARS if limit is None else CHARS_PER_TOKEN_CAP * limit
+
+    def _check_text_chars(self, texts: list[str]) -> None:
+        cap = self.max_text_chars
+        for i, t in enumerate(texts):
+            n = len(t) - t.count(self.image_token) * len(self.image_token)
+            if n > cap:
+                limit = self.max_prompt_tokens
+                why = (f"{CHARS_PER_TOKEN_CAP} per token of the model's {limit}-token context" if limit else
+                       "the default cap")
+                raise LoupeError(f"sample {i}: the text is {n:,} characters, over the limit of {cap:,} ({why}); "
+                                 f"shorten it (loupe chat --truncate cuts it to fit)")
+
+    def count_tokens(self, images, text: str) -> tuple[int, int]:
+        """(text tokens, visual tokens) of one prompt, without slicing the images or running the model."""
+        self._check_text_chars([text])
+        imgs = [] if images is None else list(images) if isinstance(images, (list, tuple)) else [images]
+        n_text = len(self.tokenizer(text.replace(self.image_token, ""), add_special_tokens=False)["input_ids"])
+        return n_text, sum(self.num_image_tokens(im) for im in imgs)
+
+    def _check_prompt_tokens(self, enc, visual: list[int]) -> None:
+        limit = self.max_prompt_tokens
+        if limit is None:
+            return
+        mask = enc.get("attention_mask")
+        for i, ids in enumerate(enc["input_ids"]):
+            row = mask[i] if mask is not None else None
+            n = len(ids) if row is None else int(row.sum()) if hasattr(row, "sum") else int(sum(row))
+            if n > limit:
+                raise LoupeError(f"sample {i}: the prompt is {n} tokens ({n - visual[i]} text + {visual[i]} visual), "
+                                 f"over the model's context of {limit} tokens; shorten the text, use fewer or "
+                                 f"smaller images, or let the caller truncate (loupe chat --truncate)")
+
     # --- main call --------------------------------------------------------------------------------------
     def __call__(
         self,
@@ -185,7 +250,14 @@ class LoupeProcessor(ProcessorMixin):
         the output then also holds ``image_layouts`` (a list of layouts), which the model needs with them."""
         if text is None:
             raise LoupeError("LoupeProcessor needs text (use '<image>' where each image goes)")
-        texts = [text] if isinstance(text, str) else list(text)
+        texts = [text] if isinstance(text, str) else list(text) if isinstance(text, (list, tuple)) else None
+        if texts is None or not all(isinstance(t, str) for t in texts):
+            raise LoupeError(f"text must be a string or a list of strings, got {type(text).__name__}"
+                             + ("" if texts is None else " containing " + ", ".join(
+                                 sorted({type(t).__name__ for t in texts if not isinstance(t, str)}))))
+        if not texts:
+            raise LoupeError("text is an empty list; give at least one string (use '<image>' where each image goes)")
+        self._check_text_chars(texts)
         flat = _flatten_images(images, texts, self.image_token)
         if max_image_tokens is not None and flat:
             if image_slicers is not None:
@@ -196,15 +268,17 @@ class LoupeProcessor(ProcessorMixin):
         else:
             features, layouts = self.image_processor.process(flat) if flat else (BatchFeature({}), [])
         counts = [self.image_processor.geometry.num_tokens(lay) for lay in layouts]
-        expanded, k = [], 0
+        expanded, visual, k = [], [], 0
         for t in texts:
             parts = t.split(self.image_token)
-            out = [parts[0]]
+            out, v = [parts[0]], 0
             for p in parts[1:]:
                 out.append(self.image_token * counts[k])
                 out.append(p)
+                v += counts[k]
                 k += 1
             expanded.append("".join(out))
+            visual.append(v)
         enc = self.tokenizer(
             expanded,
             padding=padding,
@@ -213,6 +287,7 @@ class LoupeProcessor(ProcessorMixin):
             return_tensors=return_tensors,
             **kwargs,
         )
+        self._check_prompt_tokens(enc, visual)
         data = dict(enc)
         data.update(features)
         if image_slicers is not None and flat:

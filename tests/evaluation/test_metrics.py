@@ -29,6 +29,19 @@ def test_evalai_normalize(raw, expected):
     assert M.evalai_normalize(raw) == expected
 
 
+@pytest.mark.parametrize("variant", M.VQA_VARIANTS)
+def test_every_article_is_dropped(variant):
+    # EvalAI's articles are exactly "a", "an", "the": each one alone and in a phrase
+    for article in ("a", "an", "the"):
+        assert M.vqa_normalize(f"{article} apple", variant) == "apple"
+        assert M.vqa_normalize(f"An {article} apple", variant) == "apple"
+    assert M.vqa_normalize("an", variant) == ""
+    assert M.vqa_normalize("and anna", variant) == "and anna"  # words that only start like an article stay
+    answers = ["apple"] * 10
+    assert M.vqa_accuracy("an apple", answers, variant) == 1.0
+    assert M.vqa_accuracy("An apple.", answers, variant) == 1.0
+
+
 def test_period_strip_count_is_re_unicode():
     # PERIOD_STRIP.sub("", s, re.UNICODE): re.UNICODE == 32 is the count -> only 32 periods go
     assert M.evalai_normalize("a." * 40) == "a" * 32 + "a." * 8

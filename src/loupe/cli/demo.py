@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from .args import positive_int
+
 
 def add_parser(sub):
     p = sub.add_parser("demo", help="generate a fine-detail benchmark, train tiny models of each method, compare")
     p.add_argument("--quick", action="store_true", help="short budgets (CI)")
     p.add_argument("--output", default="out/demo")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-steps", type=int, default=None)
+    p.add_argument("--train-steps", type=positive_int, default=None)
     p.add_argument("--arms", nargs="+", default=None, metavar="PRESET",
                    help="demo presets to train (default: all; --quick: demo-lowres demo-anyres)")
     p.set_defaults(func=run)
@@ -18,7 +20,7 @@ def run(args) -> int:
     from loupe.demo.run import DemoConfig, run_demo
 
     kw = {"output": args.output, "seed": args.seed}
-    if args.train_steps:
+    if args.train_steps is not None:
         kw["train_steps"] = args.train_steps
     if args.arms:
         kw["arms"] = list(args.arms)  # checked by DemoConfig

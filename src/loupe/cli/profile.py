@@ -4,6 +4,8 @@ weights); with ``--model DIR`` also the measured latency of a saved model. Thin:
 
 from __future__ import annotations
 
+from .args import nonnegative_int, output_dir, positive_int
+
 DEFAULT_SIZES = "336x336,672x672,1008x672,1536x1536"
 
 
@@ -12,11 +14,12 @@ def add_parser(sub):
     p.add_argument("--preset", action="append", default=[], metavar="P",
                    help="preset to profile (repeatable; see `loupe info`)")
     p.add_argument("--sizes", default=DEFAULT_SIZES, help=f"image sizes WxH, comma-separated (default {DEFAULT_SIZES})")
-    p.add_argument("--text-tokens", type=int, default=0, help="text tokens in the prompt for the `full` total")
-    p.add_argument("--batch", type=int, default=1, help="batch size of the memory estimates (and timed runs)")
+    p.add_argument("--text-tokens", type=nonnegative_int, default=0,
+                   help="text tokens in the prompt for the `full` total")
+    p.add_argument("--batch", type=positive_int, default=1, help="batch size of the memory estimates (and timed runs)")
     p.add_argument("--model", default=None, metavar="DIR",
                    help="a saved Loupe model folder: profile its configuration and time it on this device")
-    p.add_argument("--output", default=None, metavar="DIR",
+    p.add_argument("--output", type=output_dir, default=None, metavar="DIR",
                    help="write profile.json, profile.md, README_table.md and PNG plots here")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.set_defaults(func=run)
@@ -31,6 +34,10 @@ def run(args) -> int:
         raise LoupeError("give --preset P (repeatable) or --model DIR")
     if args.model and args.preset:
         raise LoupeError("--model profiles the saved model's own configuration: give --preset or --model, not both")
+    if args.model:
+        from ..serving.chat import check_model_folder
+
+        check_model_folder(args.model)
     records = []
     for preset in args.preset or [None]:
         records += profile(preset, args.sizes, text_tokens=args.text_tokens, batch=args.batch, model_dir=args.model)

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..errors import LoupeError
 from .protocols import differences
 
 
@@ -47,8 +48,27 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def load_result(path: str | Path) -> dict[str, Any]:
+    """A finished result: ``metrics.json`` of an output folder (or that file itself), checked to hold what
+    :func:`compare` reads; a missing, unfinished or corrupt one is a :class:`LoupeError` naming it."""
     p = Path(path)
-    return json.loads((p / "metrics.json" if p.is_dir() else p).read_text())
+    if not p.exists():
+        raise LoupeError(f"no result at {p}: the folder does not exist")
+    f = p / "metrics.json" if p.is_dir() else p
+    if not f.is_file():
+        raise LoupeError(f"{p} holds no metrics.json: the run has not finished (rerun the same loupe eval command "
+                         f"to resume it)")
+    try:
+        result = json.loads(f.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise LoupeError(f"{f} is not valid JSON ({e})") from None
+    if not isinstance(result, dict):
+        raise LoupeError(f"{f} is not a loupe eval result (not a JSON object)")
+    missing = [k for k in ("task", "protocol", "primary", "metrics") if k not in result]
+    if missing or not isinstance(result.get("protocol"), dict) or not isinstance(result.get("metrics"), dict) \
+            or "id" not in result["protocol"]:
+        raise LoupeError(f"{f} is not a loupe eval result (missing or malformed: "
+                         f"{', '.join(missing) or 'protocol/metrics'})")
+    return result
 
 
 def compare(paths: list[str | Path]) -> str:

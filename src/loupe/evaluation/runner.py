@@ -5,15 +5,19 @@
 2. Under ``torchrun`` each process takes the records whose index ``i % WORLD_SIZE == RANK`` and writes
    ``predictions.rank<R>.jsonl``; alone, the process writes ``predictions.jsonl`` directly.
 3. Records already answered in any predictions file of the folder are skipped (a killed run resumes
-   where it stopped; a different number of processes may resume it). The rest go through batched greedy
-   generation with left padding, with a tqdm bar (ETA), each batch appended and flushed as it finishes.
-   A record whose image cannot be decoded gets an ``error`` row (``strict``: fatal).
+   where it stopped; a different number of processes may resume it). Only valid answer rows count
+   (:func:`.store.row_kind`): malformed rows are dropped with a warning and their records answered again,
+   and records with an ``error`` row are retried. The rest go through batched greedy generation with left
+   padding, with a tqdm bar (ETA), each batch appended and flushed as it finishes. A record whose image
+   cannot be decoded, or that the processor refuses (an image the slicer cannot take, a prompt over the
+   LLM's context), gets an ``error`` row and the run goes on (``strict``: fatal).
 4. Rank 0 waits for the others (a gloo barrier), merges the files into ``predictions.jsonl`` in data order
    (one line per record, whatever the number of processes or restarts), scores with the task's metrics and
    writes ``metrics.json`` and ``results.md``; the protocol record sits next to every score.
 
-``run.json`` pins what a folder holds (task, protocol, data, model): resuming with other settings fails
-rather than mixing answers from two protocols.
+``run.json`` pins what a folder holds (task, protocol, data, model): resuming with other settings (or with
+a corrupt ``run.json``) fails rather than mixing answers from two protocols. All arguments, the data path and
+the model folder (:func:`loupe.serving.chat.check_model_folder`) are checked before anything is written.
 """
 
 from __future__ import annotations
@@ -59,7 +63,14 @@ def _write_json(path: Path, obj: Any) -> None:
 def _check_run(out: Path, ident: dict, rank: int) -> None:
     f = out / "run.json"
     if f.exists():
-        old = json.loads(f.read_text())
+        try:
+            old = json.loads(f.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            old = e
+        if not isinstance(old, dict):
+            why = f"not valid JSON ({old})" if isinstance(old, Exception) else "not a JSON object"
+            raise LoupeError(f"{f} is {why}: the folder's run settings are unknown, so its predictions cannot be "
+                             f"trusted; use another --output folder (or delete the folder to start over)")
         if old != json.loads(json.dumps(ident, default=str)):
             keys = sorted(k for k in set(old) | set(ident) if old.get(k) != json.loads(json.dumps(ident.get(k),
                                                                                             default=str)))
@@ -86,18 +97,35 @@ def run_eval(model: str | Path, task: str, data: str | Path, output: str | Path,
              strict: bool = False, progress: bool = True, device: str = "cpu", loaded=None,
              log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict | None:
     """Evaluate; returns the result dict on rank 0 (``None`` on other ranks). ``loaded`` = (model, processor)
-    skips loading ``model`` from disk (the folder path is still recorded)."""
+    skips loading ``model`` from disk (the folder path is still recorded).
+
+    Every argument is checked before anything is written: ``batch_size`` and ``limit`` must be positive
+    integers, ``output`` a folder (or a new path), ``data`` must exist, and ``model`` a complete model folder
+    on an existing ``device`` (:func:`loupe.serving.chat.check_model_folder`)."""
     t0 = time.time()
     rank, world = _world()
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise LoupeError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise LoupeError(f"limit must be a positive integer (or None for all records), got {limit!r}")
     the_task = get_task(task)
     proto = get_protocol(protocol, overrides)
     settings = the_task.settings(proto)
     settings["max_new_tokens"] = the_task.max_new_tokens(proto)
+    if isinstance(settings["max_new_tokens"], bool) or not isinstance(settings["max_new_tokens"], int) \
+            or settings["max_new_tokens"] < 1:
+        raise LoupeError(f"max_new_tokens must be a positive integer, got {settings['max_new_tokens']!r}")
     prec = record(proto, settings)
     out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_run(out, {"task": the_task.name, "protocol": prec, "data": str(Path(data).resolve()),
-                     "model": str(Path(model).resolve())}, rank)
+    if out.exists() and not out.is_dir():
+        raise LoupeError(f"output {out} is an existing file, not a folder")
+    if not Path(data).exists():
+        raise LoupeError(f"data not found: {data} (a local folder or file with the benchmark's published files)")
+    if loaded is None:
+        from ..serving.chat import check_device, check_model_folder
+
+        check_device(device)
+        check_model_folder(model)
 
     docs, problems = load_docs(the_task, Path(data), limit)
     if problems:
@@ -108,29 +136,41 @@ def run_eval(model: str | Path, task: str, data: str | Path, output: str | Path,
             log(f"[eval] warning: {msg}{' ...' if len(problems) > 20 else ''}")
     if not docs:
         raise LoupeError(f"no usable records for task {the_task.name!r} in {data}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LoupeError(f"cannot create the output folder {out}: {e}") from None
+    _check_run(out, {"task": the_task.name, "protocol": prec, "data": str(Path(data).resolve()),
+                     "model": str(Path(model).resolve())}, rank)
 
     if loaded is None:
-        from ..serving.chat import load
+        from ..serving.chat import load_model_folder
 
-        loaded = load(str(model), device=device)
+        loaded = load_model_folder(str(model), device=device)
     net, processor = loaded
     net.eval()
     chat_template = proto.chat_template
     max_new = settings["max_new_tokens"]
 
     mine = [d for i, d in enumerate(docs) if i % world == rank]
-    done = store.all_rows(out)
-    todo = [d for d in mine if d.id not in done]
+    found = store.scan(out)
+    todo = [d for d in mine if str(d.id) not in found.answers]
+    retry = sum(1 for d in todo if str(d.id) in found.errors)
     if rank == 0:
         log(f"[eval] {the_task.name} under {proto.id}: {len(docs)} records, {world} process(es), "
             f"{len(mine) - len(todo)} of this process's {len(mine)} already answered")
+        if found.malformed:
+            log(f"[eval] warning: {found.malformed} malformed row(s) in the predictions files (not an answer "
+                f"or error row: {'; '.join(found.examples)}) were dropped; their records are answered again")
+    if retry:
+        log(f"[eval] retrying {retry} record(s) of this process that failed before")
     appender = store.Appender(out / (store.MAIN if world == 1 else store.part_name(rank)))
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), unit="q", desc=f"{the_task.name}",
                disable=not progress or rank != 0, dynamic_ncols=True)
     try:
-        for start in range(0, len(todo), max(1, int(batch_size))):
+        for start in range(0, len(todo), batch_size):
             batch, rows = todo[start:start + batch_size], []
             ready, images = [], []
             for d in batch:
@@ -142,11 +182,7 @@ def run_eval(model: str | Path, task: str, data: str | Path, output: str | Path,
                         raise LoupeError(f"record {d.id}: {e} (--strict)") from None
                     rows.append({"id": d.id, "error": f"image unreadable: {e}"})
             if ready:
-                prompts = [the_task.prompt(d, proto) for d in ready]
-                rendered = [render_prompt(processor, p, len(d.images), proto.image_placement, chat_template)
-                            for p, d in zip(prompts, ready)]
-                answers = generate_batch(net, processor, rendered, images, max_new)
-                rows += [{"id": d.id, "prediction": a, "prompt": p} for d, a, p in zip(ready, answers, prompts)]
+                rows += _answer(the_task, proto, net, processor, ready, images, max_new, chat_template, strict)
             appender.write(rows)
             bar.update(len(batch))
     finally:
@@ -166,6 +202,28 @@ def run_eval(model: str | Path, task: str, data: str | Path, output: str | Path,
     log(f"[eval] {the_task.name}: {result['primary']} = {result['metrics'].get(result['primary'])} "
         f"({result['n_scored']} scored, {result['malformed']['count']} malformed) -> {out}")
     return result
+
+
+def _answer(task, proto, net, processor, docs: list, images: list, max_new: int, chat_template,
+            strict: bool) -> list[dict]:
+    """Rows for a batch of records with decoded images. A record the processor refuses (an image the slicer
+    cannot take, a prompt over the context) gets an ``error`` row naming why -- the batch is redone one
+    record at a time to find it -- and the run goes on (``strict``: fatal)."""
+    prompts = [task.prompt(d, proto) for d in docs]
+    rendered = [render_prompt(processor, p, len(d.images), proto.image_placement, chat_template)
+                for p, d in zip(prompts, docs)]
+    try:
+        answers = generate_batch(net, processor, rendered, images, max_new)
+        return [{"id": d.id, "prediction": a, "prompt": p} for d, a, p in zip(docs, answers, prompts)]
+    except LoupeError as e:
+        if len(docs) == 1:
+            if strict:
+                raise LoupeError(f"record {docs[0].id}: {e} (--strict)") from None
+            return [{"id": docs[0].id, "error": f"not answerable: {e}"}]
+    rows = []
+    for i in range(len(docs)):
+        rows += _answer(task, proto, net, processor, docs[i:i + 1], images[i:i + 1], max_new, chat_template, strict)
+    return rows
 
 
 def model_setup(processor, proto) -> tuple[dict, list[str]]:
