@@ -256,3 +256,13 @@ def test_corrupt_run_json_and_metrics_json_are_named(model_dir, pope, tmp_path, 
     (out / "metrics.json").write_text('{"task": "pope"}')
     assert main(["eval", "--compare", str(out)]) == 2
     assert "is not a loupe eval result" in capsys.readouterr().err
+
+
+def test_interactive_chat_reports_a_refused_line_and_goes_on(model_dir, monkeypatch, capsys):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello " * 5000 + "\nWhat colour?\n"))
+    assert main(["chat", "--model", str(model_dir), "--max-new-tokens", "2"]) == 2  # one line was refused
+    captured = capsys.readouterr()
+    assert "loupe chat: error:" in captured.err and "context of 4096" in captured.err
+    assert len(captured.out.splitlines()) == 1  # the next question was still answered
