@@ -105,3 +105,123 @@ def test_missing_vision_tower_is_named(tmp_path, capsys):
     assert "someone/clip-somewhere" in err and "--vision-tower" in err
     assert not (tmp_path / "dst").exists()
     assert cli(["convert", str(src), str(tmp_path / "dst"), "--from", "llava", "--vision-tower", str(tower)]) == 0
+
+
+# --- LLaVA-1.6 (anyres + spatial_unpad): the official llava/mm_utils.py and llava_arch.py, segment by segment -------
+
+def select_best_resolution(original_size, possible_resolutions):
+    original_width, original_height = original_size
+    best_fit, max_effective, min_wasted = None, 0, float("inf")
+    for width, height in possible_resolutions:
+        scale = min(width / original_width, height / original_height)
+        dw, dh = int(original_width * scale), int(original_height * scale)
+        effective = min(dw * dh, original_width * original_height)
+        wasted = width * height - effective
+        if effective > max_effective or (effective == max_effective and wasted < min_wasted):
+            max_effective, min_wasted, best_fit = effective, wasted, (width, height)
+    return best_fit
+
+
+def resize_and_pad_image(image, target_resolution):
+    import math
+
+    original_width, original_height = image.size
+    target_width, target_height = target_resolution
+    scale_w, scale_h = target_width / original_width, target_height / original_height
+    if scale_w < scale_h:
+        new_width, new_height = target_width, min(math.ceil(original_height * scale_w), target_height)
+    else:
+        new_height, new_width = target_height, min(math.ceil(original_width * scale_h), target_width)
+    resized = image.resize((new_width, new_height))
+    out = Image.new("RGB", (target_width, target_height), (0, 0, 0))
+    out.paste(resized, ((target_width - new_width) // 2, (target_height - new_height) // 2))
+    return out
+
+
+def process_anyres_image(image, processor, pinpoints):
+    best = select_best_resolution(image.size, pinpoints)
+    padded = resize_and_pad_image(image, best)
+    side = processor.crop_size["height"]
+    patches = [padded.crop((j, i, j + side, i + side)) for i in range(0, padded.size[1], side)
+               for j in range(0, padded.size[0], side)]  # divide_to_patches: row-major
+    crops = [image.resize((processor.size["shortest_edge"],) * 2)] + patches
+    return torch.stack([processor.preprocess(c, return_tensors="pt")["pixel_values"][0] for c in crops])
+
+
+def unpad_image(tensor, original_size):
+    original_width, original_height = original_size
+    current_height, current_width = tensor.shape[1:]
+    if original_width / original_height > current_width / current_height:
+        new_height = int(original_height * (current_width / original_width))
+        padding = (current_height - new_height) // 2
+        return tensor[:, padding:current_height - padding, :]
+    new_width = int(original_width * (current_height / original_height))
+    padding = (current_width - new_width) // 2
+    return tensor[:, :, padding:current_width - padding]
+
+
+@torch.no_grad()
+def official_next_logits(llm, projector, clip, newline, image, input_ids, image_token_id, pinpoints, merge):
+    """``process_anyres_image`` then ``prepare_inputs_labels_for_multimodal``'s spatial / unpad branch."""
+    from transformers.models.clip import CLIPImageProcessorPil
+
+    proc = CLIPImageProcessorPil(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56})
+    pixels = process_anyres_image(image.convert("RGB"), proc, pinpoints)
+    feats = projector(clip(pixels, output_hidden_states=True).hidden_states[-2][:, 1:])
+    base, tiles = feats[0], feats[1:]
+    side = 56 // 14
+    if merge == "flat":
+        feature = feats.flatten(0, 1)
+    else:
+        w, h = select_best_resolution(image.size, pinpoints)  # get_anyres_image_grid_shape(..., image_size)
+        tiles = tiles.view(h // 56, w // 56, side, side, -1)
+        if merge == "spatial_unpad":
+            t = tiles.permute(4, 0, 2, 1, 3).contiguous().flatten(1, 2).flatten(2, 3)
+            t = unpad_image(t, image.size)
+            t = torch.cat((t, newline[:, None, None].expand(*t.shape[:-1], 1)), dim=-1)
+            tiles = t.flatten(1, 2).transpose(0, 1)
+        else:
+            tiles = tiles.permute(0, 2, 1, 3, 4).contiguous().flatten(0, 3)
+        feature = torch.cat((base, tiles), dim=0)
+    ids = input_ids[0].tolist()
+    first, n = ids.index(image_token_id), ids.count(image_token_id)
+    assert n == feature.shape[0], (n, feature.shape)
+    embed = llm.get_input_embeddings()
+    pieces = [embed(torch.tensor(ids[:first])), feature, embed(torch.tensor(ids[first + n:]))]
+    return llm(inputs_embeds=torch.cat(pieces)[None]).logits
+
+
+#: squares, extreme aspects, pinpoint ties, and sizes where LLaVA's int(H * scale) and transformers' rounding of
+#: the unpadded height differ (188x47, 343x392: the float product falls just below an integer)
+NEXT_SIZES = [(56, 56), (57, 57), (112, 112), (30, 30), (40, 50), (13, 300), (301, 7), (100, 60), (60, 130),
+              (112, 56), (56, 112), (168, 56), (200, 90), (111, 113), (224, 223), (188, 47), (343, 392)]
+
+
+@pytest.mark.parametrize("merge", ["spatial_unpad", "spatial", "flat"])
+def test_original_llava16_anyres_matches_the_official_forward(tmp_path, merge):
+    """A LLaVA-1.6 folder (tower and ``model.image_newline`` saved in the checkpoint, ``image_aspect_ratio``
+    anyres with (W, H) pinpoints): the converted model gives the official logits on squares, extreme aspects and
+    sizes that tie between pinpoints."""
+    from safetensors.torch import load_file
+
+    from loupe.presets.llava_next import TINY_PINPOINTS
+
+    src, _, llm, projector, clip = official_checkpoint(tmp_path, with_tower_in_checkpoint=True)
+    newline = torch.randn(64) / 8
+    sd = load_file(str(src / "model.safetensors"))
+    save_file({**sd, "model.image_newline": newline}, str(src / "model.safetensors"))
+    cfg = json.loads((src / "config.json").read_text())
+    cfg.update(image_aspect_ratio="anyres", image_grid_pinpoints=TINY_PINPOINTS, mm_patch_merge_type=merge,
+               mm_vision_tower="openai/clip-vit-large-patch14-336-tiny-not-local")
+    (src / "config.json").write_text(json.dumps(cfg))
+    assert cli(["convert", str(src), str(tmp_path / "dst"), "--from", "llava", "--vision-tower",
+                str(tmp_path / "clip")]) == 0
+    ours, proc = load(str(tmp_path / "dst"))
+    for w, h in NEXT_SIZES:
+        image = random_image(w, h, seed=w * 3 + h)
+        enc = proc(images=image, text="USER: <image> what is the digit ASSISTANT:")
+        with torch.no_grad():
+            got = ours(**enc).logits
+        want = official_next_logits(llm, projector, clip, newline, image, enc["input_ids"],
+                                    ours.config.image_token_id, TINY_PINPOINTS, merge)
+        assert got.shape == want.shape and (got - want).abs().max().item() <= 1e-4, (w, h)
