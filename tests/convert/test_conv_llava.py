@@ -163,3 +163,13 @@ def test_missing_or_foreign_tower_is_named(tmp_path, capsys):
     (src / "config.json").write_text(json.dumps(dict(sft, vision_add_five_stage=6)))
     assert cli(["convert", str(src), str(dst), "--from", "conv-llava", "--vision-tower", str(tower)]) == 2
     assert "vision_add_five_stage" in capsys.readouterr().err and not dst.exists()
+
+
+def test_other_llava_formats_point_to_conv_llava(tmp_path, capsys):
+    """ConvLLaVA's config says model_type "llava" too: --from llava-hf and --from llava name the right format."""
+    src, *_ = official_checkpoint(tmp_path)
+    for fmt in ("llava-hf", "llava"):
+        assert cli(["convert", str(src), str(tmp_path / "dst"), "--from", fmt]) == 2
+        err = capsys.readouterr().err
+        assert "use --from conv-llava" in err and "Traceback" not in err, err
+        assert not (tmp_path / "dst").exists()

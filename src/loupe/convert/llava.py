@@ -140,6 +140,9 @@ def plan_import(src, vision_tower=None, image_token_id: int | None = None):
 
     src = Path(src)
     cfg = _read_json(src / "config.json", "LLaVA model")
+    if "convnext" in str(cfg.get("mm_vision_tower") or "").lower():  # the official build_vision_tower's own test
+        raise LoupeError(f"{src} is a ConvLLaVA checkpoint (mm_vision_tower {cfg['mm_vision_tower']!r}, a ConvNeXt "
+                         f"tower); use --from conv-llava")
     refs = read_headers(checkpoint_files(src, "LLaVA checkpoint"))
     has_tower = any(r.name.startswith("model.vision_tower.vision_tower.") for r in refs)
     tower = _tower_folder(cfg, vision_tower)

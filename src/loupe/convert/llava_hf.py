@@ -103,15 +103,27 @@ def _clean(d: dict) -> dict:
     return {k: v for k, v in d.items() if k not in _CONFIG_JUNK}
 
 
-def loupe_config(cfg: dict, pre: dict, src="SRC") -> dict:
-    """``config.json`` + ``preprocessor_config.json`` of a llava-hf folder -> :class:`~loupe.LoupeConfig` kwargs."""
-    from transformers import CLIPVisionConfig
-
+def check_architecture(cfg: dict, src="SRC") -> None:
+    """Refuse, named, a ``config.json`` that is not a llava-hf one. The original LLaVA repo (and its ConvLLaVA
+    fork) also says ``model_type: llava``, but with ``mm_*`` fields and no ``text_config``."""
     kind = cfg.get("model_type")
     if kind not in ARCHITECTURES:
         raise LoupeError(f"{src} holds a {kind!r} checkpoint ({', '.join(cfg.get('architectures') or [])}), not a "
                          f"llava-hf LLaVA-1.5 / LLaVA-NeXT one (model_type 'llava' or 'llava_next'); pick the "
                          f"matching --from")
+    if "text_config" not in cfg or any(k.startswith("mm_") for k in cfg):
+        tower = str(cfg.get("mm_vision_tower") or "")
+        fmt = "conv-llava" if "convnext" in tower.lower() else "llava"
+        raise LoupeError(f"{src} is in the original LLaVA repo layout ({', '.join(cfg.get('architectures') or [])}, "
+                         f"mm_* fields, no text_config), not llava-hf's; use --from {fmt}")
+
+
+def loupe_config(cfg: dict, pre: dict, src="SRC") -> dict:
+    """``config.json`` + ``preprocessor_config.json`` of a llava-hf folder -> :class:`~loupe.LoupeConfig` kwargs."""
+    from transformers import CLIPVisionConfig
+
+    check_architecture(cfg, src)
+    kind = cfg.get("model_type")
     vc = dict(cfg.get("vision_config") or {})
     if vc.get("model_type", "clip_vision_model") != "clip_vision_model":
         raise LoupeError(f"{src}: vision tower {vc.get('model_type')!r} is not CLIP; Loupe's llava-hf import takes CLIP")
@@ -231,6 +243,7 @@ def plan_import(src, dst=None) -> tuple[object, ConversionReport, list]:
     if not src.is_dir():
         raise LoupeError(f"llava-hf source must be a folder: {src}")
     cfg = _read_json(src / "config.json", "llava-hf model")
+    check_architecture(cfg, src)
     pre = image_processor_config(src)
     kwargs = loupe_config(cfg, pre, src)
     files = checkpoint_files(src, "llava-hf checkpoint")
