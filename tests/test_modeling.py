@@ -38,7 +38,7 @@ def test_batched_mixed_images_equal_per_sample(tiny):
     imgs = _images()
     texts = ["USER: no image here ASSISTANT: ok", "USER: <image>\nwhat? ASSISTANT: red", "USER: <image> and <image> ASSISTANT: two"]
     per_sample = [[], [imgs[0]], [imgs[1], imgs[2]]]
-    batch = proc(images=per_sample, text=texts)
+    batch = proc(images=per_sample, text=texts, padding_side="right")
     with torch.no_grad():
         logits = model(**batch).logits
         for i, (t, ims) in enumerate(zip(texts, per_sample)):
@@ -181,3 +181,70 @@ def test_vision_tower_loads_from_local_clip_folder(tmp_path):
     wrong.save_pretrained(tmp_path / "wrong")
     with pytest.raises(LoupeError, match="do not match"):
         loupe.build_model("llava15-tiny", vision_tower=str(tmp_path / "wrong"))
+
+
+def test_tiny_tokenizer_pads_left_and_saves_it(tiny, tmp_path):
+    """Batched generation needs left padding by default (llava-hf saves ``padding_side="left"``): with the
+    processor's default padding a batch continues every prompt from its own last token, as one by one."""
+    from transformers import AutoProcessor
+
+    model, proc = tiny
+    assert proc.tokenizer.padding_side == "left"
+    proc.save_pretrained(tmp_path)
+    assert AutoProcessor.from_pretrained(tmp_path).tokenizer.padding_side == "left"
+    imgs = _images()[:2]
+    texts = ["USER: <image>\nWhat is it? ASSISTANT:", "USER: a longer question about <image> here ASSISTANT:"]
+    batch = proc(images=imgs, text=texts)  # default padding
+    out = model.generate(**batch, max_new_tokens=4, do_sample=False)
+    for i in range(2):
+        oi = model.generate(**proc(images=[imgs[i]], text=[texts[i]]), max_new_tokens=4, do_sample=False)
+        assert torch.equal(out[i, -4:], oi[0, -4:])
+
+
+def test_llava_next_merge_compiled_with_inductor_matches_eager_across_image_sizes():
+    """Regression: with inductor, the second image size made dynamo turn the image-size ints symbolic and the
+    compiled unpad/newline merge gathered the wrong rows (0.05 on the connector, ~0.6 on logits). 90x50 and
+    100x50 give the same tensor shapes, so only the geometry changes."""
+    torch.manual_seed(0)
+    model = loupe.build_model("llava-next-tiny").eval()
+    torch._dynamo.reset()
+    merge = torch.compile(lambda f, lays: model.connector(f, lays), backend="inductor")
+    for size in [(90, 50), (100, 50)]:
+        lay = model.geometry.layout(size)
+        feats = torch.randn(lay.num_tiles, 4, 4, model.vision_tower.out_dim)
+        with torch.no_grad():
+            ref, got = model.connector(feats, [lay])[0], merge(feats, [lay])[0]
+        assert ref.shape == got.shape and torch.allclose(ref, got, atol=1e-5), (size, (ref - got).abs().max())
+
+
+def test_disk_offload_device_map_matches_plain_model(tmp_path):
+    """UHD v2 under accelerate offload: native CLIP reads ``class_embedding``/position table directly, Hiwin's
+    ``nn.MultiheadAttention`` reads ``out_proj`` directly, and the separators need LLM embeddings (computed by the
+    model, not an embedding module passed as a connector kwarg, which the hooks would move)."""
+    torch.manual_seed(0)
+    model, proc = loupe.build("llava-uhd-v2-tiny")
+    model.eval().save_pretrained(tmp_path / "m")
+    assert {"HiwinConnector", "MultiheadAttention"} <= set(model._no_split_modules)
+    batch = proc(images=[_images()[0]], text=["USER: <image>\nhi ASSISTANT:"])
+    with torch.no_grad():
+        ref = model(**batch).logits
+    lm = "language_model.model."
+    explicit = {"vision_tower": "disk", "connector": "disk", lm + "embed_tokens": "disk", lm + "layers": "cpu",
+                lm + "norm": "cpu", lm + "rotary_emb": "cpu", "language_model.lm_head": "disk"}
+    for i, kw in enumerate([dict(device_map="auto", max_memory={"cpu": 10_000}), dict(device_map=explicit)]):
+        m = loupe.LoupeForConditionalGeneration.from_pretrained(tmp_path / "m", offload_folder=str(tmp_path / f"o{i}"),
+                                                                **kw)
+        assert "disk" in set(m.hf_device_map.values())
+        with torch.no_grad():
+            assert torch.allclose(m(**batch).logits, ref, atol=1e-5), kw
+
+
+def test_connector_gets_tensors_only():
+    """The connector's inputs are tensors (``token_embeds`` rows), never the LLM's embedding module."""
+    torch.manual_seed(0)
+    model = loupe.build_model("llava-uhd-v2-tiny").eval()
+    lay = model.geometry.layout((90, 50))
+    ctx = model.connector_context([lay], torch.zeros(lay.num_tiles, 3, 56, 56))
+    assert set(ctx) == {"pixel_values", "token_embeds"} and all(torch.is_tensor(v) for v in ctx.values())
+    ids = model.connector.token_ids([lay])
+    assert ids and torch.equal(ctx["token_embeds"], model.get_input_embeddings().weight[ids])

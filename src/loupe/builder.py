@@ -82,6 +82,7 @@ def prepare_tokenizer(tokenizer, template: str | None = None):
         tokenizer.chat_template = get_template(template)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # batched generation (llava-hf saves the same); training pads in its collator
     return tokenizer
 
 

@@ -124,14 +124,23 @@ class LoupeForConditionalGeneration(LoupePreTrainedModel, GenerationMixin):
             )
         features = self.vision_tower(pixel_values, layouts=layouts)
         self.connector.aux_losses = {}
-        embeds = self.connector(
-            features, layouts, pixel_values=pixel_values, embed_tokens=self.get_input_embeddings()
-        )
+        embeds = self.connector(features, layouts, **self.connector_context(layouts, pixel_values))
         for i, (e, lay) in enumerate(zip(embeds, layouts)):
             expected = self.geometry.num_tokens(lay)
             if e.shape[0] != expected:  # a connector bug, never a user error
                 raise LoupeError(f"connector produced {e.shape[0]} tokens for image {i}, its geometry says {expected}")
         return embeds
+
+    def connector_context(self, layouts, pixel_values: torch.Tensor) -> dict:
+        """The connector's keyword inputs: ``pixel_values`` and, for a connector that places LLM tokens among its
+        visual tokens (``connector.token_ids(layouts)``, e.g. Hiwin's slice separators), ``token_embeds``: their
+        input embeddings, (K, D), computed here. Tensors only: never the embedding module itself, which
+        accelerate's device hooks would move along with a connector's inputs under an offloading ``device_map``."""
+        context = {"pixel_values": pixel_values}
+        ids = self.connector.token_ids(layouts)
+        if ids:
+            context["token_embeds"] = self.get_input_embeddings()(torch.tensor(ids, device=pixel_values.device))
+        return context
 
     def _merge(self, input_ids, inputs_embeds, pixel_values, image_sizes, image_layouts=None):
         image_mask = input_ids == self.config.image_token_id

@@ -2,8 +2,10 @@
 
 A byte-level BPE trained with `tokenizers` on an embedded English corpus (deterministic), wrapped as a
 ``PreTrainedTokenizerFast`` with ``<s>``, ``</s>``, ``<pad>``, ``<unk>``, ``<image>`` special tokens and a chat
-template from :mod:`loupe.templates`. Always exactly ``vocab_size`` entries long (filled with reserved
-tokens), so tiny model configs can fix their vocabulary size up front.
+template from :mod:`loupe.templates`. Pads on the left (saved as ``padding_side: "left"``, as llava-hf's
+tokenizers), so a batched ``generate`` or ``pipeline`` call continues every prompt from its last token.
+Always exactly ``vocab_size`` entries long (filled with reserved tokens), so tiny model configs can fix their
+vocabulary size up front.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ def build_tiny_tokenizer(vocab_size: int = 1024, template: str = "tiny") -> PreT
         extra_special_tokens={"image_token": "<image>"},
         chat_template=get_template(template),
         model_max_length=4096,
+        padding_side="left",  # generation pads on the left, as llava-hf's saved tokenizers; training pads in its collator
     )
     assert len(tok) == vocab_size, (len(tok), vocab_size)
     return tok

@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from ..registry import CONNECTORS
-from ..validation import bounded
 from ..slicers.geometry import unpadded_size
 from .base import split_by_image
 from .llava_next import LlavaNextConnector
+from ..validation import bounded
 
 
 def anyres_max_size(unpadded: tuple[int, int], tile_grid: tuple[int, int], max_num_patches: int,
@@ -75,7 +75,15 @@ class AnyResMaxConnector(LlavaNextConnector):
         return base + size[1] * (size[0] + 1)
 
     def forward(self, features, layouts, **context):
-        x = self.proj(features)  # (N, gh, gw, D)
+        return self._arrange(self.proj(features), layouts)  # projector per tile, before the merge
+
+    @torch.compiler.disable
+    def _arrange(self, x, layouts):
+        """Projected tiles (N, gh, gw, D) -> per-image token sequences. Kept out of ``torch.compile`` graphs: its
+        crop offsets come from the original image size through float arithmetic (``unpadded_size``); once a second
+        image size is seen, dynamo makes those ints symbolic and inductor (torch 2.13, CPU) gathered the wrong
+        feature rows from the stitched, sliced map (logits off by ~0.5; the ``llava_next`` merge, shared here). Indexing
+        and at most one small bilinear resize per image, so eager costs little."""
         out = []
         for t, lay in zip(split_by_image(x, layouts), layouts):
             grids = [(t.shape[2], t.shape[1])] * t.shape[0]

@@ -31,11 +31,18 @@ class Connector(nn.Module):
         """Visual tokens for one image; ``grids[i]`` is (grid_w, grid_h) of tile i's feature map."""
         raise NotImplementedError
 
+    def token_ids(self, layouts: Sequence) -> list[int]:
+        """Ids of LLM tokens whose input embeddings this connector places among its visual tokens for these
+        layouts (none by default; Hiwin: the slice separators). The model embeds them before the call and
+        passes the (K, D) rows, in this order, as ``token_embeds``."""
+        return []
+
     def forward(self, features: torch.Tensor, layouts: Sequence, **context) -> list[torch.Tensor]:
         """``features``: (total_tiles, gh, gw, C) for all images, tiles in layout order, images in order.
 
-        Returns one (num_tokens_i, out_dim) tensor per image. ``context`` may carry ``pixel_values`` and
-        ``embed_tokens`` (the LLM's input embedding) for connectors that need them.
+        Returns one (num_tokens_i, out_dim) tensor per image. ``context`` (tensors only, see
+        ``LoupeForConditionalGeneration.connector_context``) carries ``pixel_values`` and, when
+        :meth:`token_ids` is not empty, ``token_embeds``.
         """
         raise NotImplementedError
 

@@ -20,11 +20,13 @@ grid, tiles of equal grid batched):
 6. concat (144, 4D) -> ``cat_proj`` Linear(4D, D) -> ``ln_post`` -> ``@ proj`` (D, D): 144 tokens in the LLM width.
 
 Token organisation (``token_order``): ``"official"`` = [slice_1, sep_1, ..., slice_n, sep_n, overview] with sep_k the
-LLM input embedding (``embed_tokens``) of ``layout.meta["separators"][k]`` (',' in a row, '\\n' at a row end), the
+LLM input embedding of ``layout.meta["separators"][k]`` (',' in a row, '\\n' at a row end), the
 overview LAST without a separator: n * 144 + n + 144 tokens (1008x672: 6 slices -> 1014); no slicing -> 144.
 ``"stitched"`` (paper §3.4; the code's disabled ``UsePermute=True`` branch): the slices' 12x12 maps stitched into one
 (rows*12, cols*12) map, the row-end separator's embedding after every feature row, then the first separator, then
-the overview: rows*12*(cols*12 + 1) + 1 + 144.
+the overview: rows*12*(cols*12 + 1) + 1 + 144. The separator ids are :meth:`HiwinConnector.token_ids`; the model
+embeds them with the LLM's input embedding before calling the connector and passes the rows as ``token_embeds``
+(the embedding module itself is never a forward argument: accelerate's offload hooks would move it).
 
 Keys: ``pos_embed``, ``query_{1..4}``, ``feature_{l}x_embedding``, ``features_{l}x_projector.*``, ``attn.*``,
 ``ln_{q,kv,proj,post}.*``, ``cat_proj.*``, ``proj``, ``upsampler.{up1,up2,fixup_proj}.*`` (official prefix
@@ -49,9 +51,10 @@ from torch import nn
 from ..errors import LoupeError
 from ..ops.roi_align import roi_align_grid
 from ..registry import CONNECTORS
-from ..validation import bounded
+from ..encoders.base import onloaded
 from .base import Connector
-from .vdim import VDIM, levels_of, no_autocast, vdim_flops
+from .vdim import MIN_VDIM_GRID, VDIM, levels_of, no_autocast, vdim_flops
+from ..validation import bounded
 
 POOLING_SIZES = ((4, 2), (3, 2), (4, 3), (3, 3), (2, 4), (2, 3), (3, 4))  # (w, h), official order
 
@@ -113,6 +116,9 @@ class HiwinConnector(Connector):
                 raise ValueError("grid_size and num_query_sets must be >= 1, num_heads >= 0")
 
     self_init = True  # the official init (trunc-normal 0.02 Linears, sin-cos table), not transformers' N(0, 0.02)
+    #: kept whole by ``device_map="auto"``/FSDP: the forward mixes its own parameters (queries, ``pos_embed``, ``proj``)
+    #: with its children's outputs, and ``nn.MultiheadAttention`` reads ``out_proj``'s weights without calling it
+    no_split_modules = ("HiwinConnector", "MultiheadAttention")
 
     def __init__(self, config, in_dim: int, out_dim: int):
         super().__init__(config, in_dim, out_dim)
@@ -170,9 +176,28 @@ class HiwinConnector(Connector):
         return local, over, seps
 
     @classmethod
+    def check_grids(cls, config, layout, grids) -> None:
+        """Plan-time twin of the forward's only size constraint: with a VDIM (a level above 1x), every tile's
+        feature map needs both sides >= :data:`~loupe.connectors.vdim.MIN_VDIM_GRID` patches. Extreme aspect
+        ratios break it (the uhd overview is ~tile_size^2 in area: from ~144:1 at 336 px, ~4:1 at the tiny 56 px),
+        so the processor refuses them with this message instead of the model failing at forward."""
+        if max(levels_of(config.feature_scale_mask)) == 1:
+            return
+        for i, (gw, gh) in enumerate(grids):
+            if min(gw, gh) < MIN_VDIM_GRID:
+                w, h = layout.image_size
+                tw, th = layout.tile_sizes[i]
+                raise LoupeError(
+                    f"hiwin: an image of {w}x{h} pixels (aspect {max(w, h) / min(w, h):.1f}:1) is too elongated for "
+                    f"this model: its {layout.roles[i]} tile is {tw}x{th} px = {gw}x{gh} patches, and the VDIM "
+                    f"up-sampler needs at least {MIN_VDIM_GRID}x{MIN_VDIM_GRID}; crop or pad the image to a less "
+                    f"extreme aspect ratio")
+
+    @classmethod
     def num_tokens(cls, config, layout, grids) -> int:
         g2 = config.grid_size ** 2
         local, over, _ = cls._roles(layout)
+        cls.check_grids(config, layout, grids)
         if not local:
             return g2 * len(over)
         if config.token_order == "official":
@@ -261,20 +286,27 @@ class HiwinConnector(Connector):
         for s in range(1, self.config.num_query_sets + 1):
             q = self.ln_q(getattr(self, f"query_{s}")) + self.pos_embed.to(kv.dtype)
             q = q.repeat(len(maps), 1)[None]  # (1, T*g*g, D): one query per window
-            out = self.attn(q, k, v, key_padding_mask=mask, need_weights=False)[0]
+            with onloaded(self.attn.out_proj):  # F.multi_head_attention_forward reads out_proj's weights directly
+                out = self.attn(q, k, v, key_padding_mask=mask, need_weights=False)[0]
             results.append(self.ln_proj(out[0].reshape(len(maps), g2, d)))
         x = self.ln_post(self.cat_proj(torch.cat(results, -1)))
         return x @ self.proj
 
-    def organise(self, tokens: torch.Tensor, layout, embed_tokens=None) -> torch.Tensor:
-        """(tiles, g*g, D) of one image -> (num_tokens, D) in the configured token order."""
+    def token_ids(self, layouts) -> list[int]:
+        """The separator ids of these layouts (sorted, unique): the rows of ``token_embeds`` in :meth:`forward`."""
+        return sorted({int(t) for lay in layouts for t in self._roles(lay)[2]})
+
+    def organise(self, tokens: torch.Tensor, layout, token_embeds: dict | None = None) -> torch.Tensor:
+        """(tiles, g*g, D) of one image -> (num_tokens, D) in the configured token order; ``token_embeds`` maps
+        each separator id of the layout to its (D,) LLM input embedding."""
         local, over, seps = self._roles(layout)
         tiles = tokens.unbind(0)  # per-tile views with one cheap backward (tokens[i] would zero-fill T times)
         if not local:
             return tokens.reshape(-1, tokens.shape[-1])
-        if embed_tokens is None:
-            raise LoupeError("hiwin needs embed_tokens (the LLM input embedding) for the slice separators")
-        sep = embed_tokens(torch.tensor(seps, device=tokens.device)).to(tokens.dtype)
+        missing = sorted({int(t) for t in seps} - set(token_embeds or {}))
+        if missing:
+            raise LoupeError(f"hiwin needs the LLM input embeddings of the slice separators {missing} (token_embeds)")
+        sep = torch.stack([token_embeds[int(t)] for t in seps]).to(device=tokens.device, dtype=tokens.dtype)
         if self.config.token_order == "official":
             parts = [torch.cat([tiles[i], sep[k : k + 1]]) for k, i in enumerate(local)]
             return torch.cat(parts + [tiles[i] for i in over])
@@ -284,10 +316,17 @@ class HiwinConnector(Connector):
         return torch.cat([torch.cat([grid, newline], 1).reshape(-1, d), sep[:1]] + [tiles[i] for i in over])
 
     def forward(self, features, layouts, **context):
+        """``context``: ``pixel_values`` (the tiles, for the VDIM) and ``token_embeds`` ((K, D), the LLM input
+        embeddings of :meth:`token_ids`, in that order). Direct callers may pass ``embed_tokens`` (the LLM's
+        embedding module) instead; the model never does."""
         pixel_values = context.get("pixel_values")
         if pixel_values is None:
             raise LoupeError("hiwin needs pixel_values (the VDIM is guided by the slice pixels)")
         sizes = [tuple(s) for lay in layouts for s in lay.tile_sizes]
         tokens = self.encode_tiles(features, pixel_values, sizes)
         chunks = tokens.split([lay.num_tiles for lay in layouts])  # split: one backward for all images
-        return [self.organise(t, lay, context.get("embed_tokens")) for t, lay in zip(chunks, layouts)]
+        ids, rows = self.token_ids(layouts), context.get("token_embeds")
+        if rows is None and ids and context.get("embed_tokens") is not None:
+            rows = context["embed_tokens"](torch.tensor(ids, device=pixel_values.device))
+        table = dict(zip(ids, rows.unbind(0))) if rows is not None else {}
+        return [self.organise(t, lay, table) for t, lay in zip(chunks, layouts)]

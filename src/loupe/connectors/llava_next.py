@@ -31,10 +31,10 @@ from torch import nn
 
 from ..errors import LoupeError
 from ..registry import CONNECTORS
-from ..validation import bounded
 from ..slicers.geometry import unpadded_size
 from .base import Connector, split_by_image
 from .mlp import mlp_projector
+from ..validation import bounded
 
 MERGES = ("spatial_unpad", "spatial", "flat")
 
@@ -98,7 +98,14 @@ class LlavaNextConnector(Connector):
     # --- forward ---------------------------------------------------------------------------------------
     def forward(self, features, layouts, **context):
         """``features``: (total_tiles, gh, gw, C) -> one (num_tokens, D) tensor per image."""
-        x = self.proj(features)  # (N, gh, gw, D)
+        return self._arrange(self.proj(features), layouts)  # projector per tile, before the merge
+
+    @torch.compiler.disable
+    def _arrange(self, x, layouts):
+        """Projected tiles (N, gh, gw, D) -> per-image token sequences. Kept out of ``torch.compile`` graphs: its
+        crop offsets come from the original image size through float arithmetic (``unpadded_size``); once a second
+        image size is seen, dynamo makes those ints symbolic and inductor (torch 2.13, CPU) gathered the wrong
+        feature rows from the stitched, sliced map (logits off by ~0.5). Pure indexing, so eager costs nothing."""
         out = []
         for t, lay in zip(split_by_image(x, layouts), layouts):
             grids = [(t.shape[2], t.shape[1])] * t.shape[0]

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..registry import CONNECTORS
-from ..validation import bounded
 from .base import Connector, split_by_image
+from ..validation import bounded
 
 
 def mlp_projector(in_dim: int, out_dim: int, depth: int = 2, act: str = "gelu") -> nn.Sequential:

@@ -16,8 +16,8 @@ from torch import nn
 
 from ..errors import LoupeError
 from ..registry import CONNECTORS
-from ..validation import bounded
 from .base import Connector, split_by_image
+from ..validation import bounded
 
 
 def pixel_shuffle(x, scale: float = 0.5):

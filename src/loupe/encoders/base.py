@@ -11,8 +11,35 @@ weights expect), which the processor uses.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import nn
+
+
+def onloaded(*modules: nn.Module):
+    """A context that makes the *own* parameters of ``modules`` real while it runs, for code that reads them
+    directly instead of calling the module (``emb.class_embedding``, ``mha.out_proj.weight`` inside
+    ``F.multi_head_attention_forward``). Under an accelerate ``device_map`` with CPU/disk offload
+    (``from_pretrained(device_map=..., offload_folder=...)``) a module's weights are loaded by its own ``_hf_hook``
+    only around its own ``forward``; this runs that hook's ``pre_forward``/``post_forward`` around the block.
+    Without hooks (the usual case, and under ``torch.compile``) it is a ``nullcontext``."""
+    hooked = [m for m in modules if getattr(m, "_hf_hook", None) is not None]
+    return _Onloaded(hooked) if hooked else nullcontext()
+
+
+class _Onloaded:
+    def __init__(self, hooked):
+        self.hooked = hooked
+
+    def __enter__(self):
+        for m in self.hooked:
+            m._hf_hook.pre_forward(m)
+
+    def __exit__(self, *exc):
+        for m in self.hooked:
+            m._hf_hook.post_forward(m, None)
+        return False
 
 
 class VisionEncoder(nn.Module):

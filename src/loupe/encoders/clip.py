@@ -34,8 +34,8 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from ..errors import LoupeError
 from ..registry import ENCODERS
+from .base import VisionEncoder, onloaded
 from ..validation import bounded
-from .base import VisionEncoder
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -138,8 +138,9 @@ class CLIPEncoder(VisionEncoder):
             idx = [i for i, g in enumerate(grids) if g == (gw, gh)]
             tiles = pixel_values[torch.tensor(idx, device=pixel_values.device), :, : gh * p, : gw * p]
             patches = emb.patch_embedding(tiles.to(self.dtype)).flatten(2).transpose(1, 2)  # (k, gh*gw, C)
-            cls = emb.class_embedding.to(self.dtype).expand(len(idx), 1, c)
-            pos = native_positions(emb.position_embedding.weight, gh, gw)
+            with onloaded(emb, emb.position_embedding):  # read directly, not through their forward
+                cls = emb.class_embedding.to(self.dtype).expand(len(idx), 1, c)
+                pos = native_positions(emb.position_embedding.weight, gh, gw)
             tokens = vm.pre_layrnorm(torch.cat([cls, patches], 1) + pos)
             tokens = F.pad(tokens, (0, 0, 0, length - tokens.shape[1]))  # zeros after pre_layrnorm, as officially
             for i, t in zip(idx, tokens.unbind(0)):  # unbind: one backward, not one zero-fill per tile

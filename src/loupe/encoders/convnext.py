@@ -43,9 +43,9 @@ from transformers import ConvNextConfig, ConvNextModel
 
 from ..errors import LoupeError
 from ..registry import ENCODERS
-from ..validation import bounded
 from .base import VisionEncoder
 from .clip import CLIP_MEAN, CLIP_STD
+from ..validation import bounded
 
 log = logging.getLogger(__name__)
 

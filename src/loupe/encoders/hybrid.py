@@ -54,11 +54,11 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from ..errors import LoupeError
 from ..registry import ENCODERS
-from ..validation import bounded
 from .base import VisionEncoder
 from .clip import CLIP_L_336, CLIP_MEAN, CLIP_STD, CLIPEncoder
 from .convnext import CONVNEXT_L, ConvNeXtEncoder
 from .cvfm import ALIGNS, CVFM, FUSIONS, cvfm_flops
+from ..validation import bounded
 
 #: the blog's interaction layers ([2ND], "suspicious" per spec §4.2)
 BLOG_LAYERS = (2, 6, 12, 20)

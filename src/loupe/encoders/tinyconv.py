@@ -24,8 +24,8 @@ from torch import nn
 
 from ..errors import LoupeError
 from ..registry import ENCODERS
-from ..validation import bounded
 from .base import VisionEncoder
+from ..validation import bounded
 
 ROLES = {"overview": 0, "local": 1, "global": 2}
 

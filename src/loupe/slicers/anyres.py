@@ -34,11 +34,11 @@ import numpy as np
 from PIL import Image
 
 from ..errors import LoupeError
-from ..images import DEFAULT_MAX_PIXELS, to_rgb
+from ..images import DEFAULT_MAX_PIXELS, MAX_CANVAS_PIXELS, to_rgb
 from ..registry import SLICERS
-from ..validation import bounded
 from .base import Layout, Slicer
-from .geometry import LLAVA_16_PINPOINTS, centre_offset, check_size, fit_size, select_best_resolution
+from .geometry import LLAVA_16_PINPOINTS, centre_offset, check_canvas, check_size, fit_size, select_best_resolution
+from ..validation import bounded
 
 
 @SLICERS.register("anyres")
@@ -50,6 +50,7 @@ class AnyResSlicer(Slicer):
         pinpoint_order: str = "wh"  # "wh": each pinpoint is (W, H) (official); "hw": transformers' reading
         resample: int = bounded(3, min=0, max=5)  # PIL.Image.BICUBIC, the default of ``image.resize`` in the official code
         max_pixels: int | None = bounded(DEFAULT_MAX_PIXELS, min=1)
+        max_canvas_pixels: int | None = bounded(MAX_CANVAS_PIXELS, min=1)  # cap on the canvas (a configured pinpoint)
         parallel_resize: bool = True  # overview resize on a helper thread (PIL frees the GIL); same pixels
 
         def __post_init__(self):
@@ -71,6 +72,7 @@ class AnyResSlicer(Slicer):
         w, h = check_size(image_size, self.config.max_pixels)
         t = self.config.tile_size
         cw, ch = self.canvas((w, h))
+        check_canvas("anyres", (w, h), (cw, ch), self.config.max_canvas_pixels)  # the fitted image is inside it
         fw, fh = fit_size((w, h), (cw, ch))
         x0, y0 = centre_offset((fw, fh), (cw, ch))
         cols, rows = cw // t, ch // t

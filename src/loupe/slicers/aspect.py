@@ -23,12 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..images import DEFAULT_MAX_PIXELS, to_rgb
+from ..images import DEFAULT_MAX_PIXELS, MAX_CANVAS_PIXELS, to_rgb
 from ..registry import SLICERS
-from ..validation import bounded
 from .base import Layout, Slicer
-from .geometry import aspect_size, check_size
+from .geometry import aspect_size, check_canvas, check_size
 from .pad import CLIP_MEAN, fill_colour, square_paste_offset
+from ..validation import bounded
 
 
 @SLICERS.register("aspect")
@@ -41,6 +41,7 @@ class AspectSlicer(Slicer):
         max_long_side: int | None = bounded(6144, min=1)
         fill: tuple = bounded(CLIP_MEAN, min=0.0, max=1.0)
         max_pixels: int | None = bounded(DEFAULT_MAX_PIXELS, min=1)
+        max_canvas_pixels: int | None = bounded(MAX_CANVAS_PIXELS, min=1)  # cap on the padded square / the resized tile
 
         def __post_init__(self):
             if self.mode not in ("aspect", "square"):
@@ -55,12 +56,15 @@ class AspectSlicer(Slicer):
         w, h = check_size(image_size, c.max_pixels)
         if c.mode == "square":
             side, x0, y0 = square_paste_offset(w, h)
+            if w != h:  # slice pastes on a side x side canvas: check before allocating
+                check_canvas("aspect", (w, h), (side, side), c.max_canvas_pixels, "expand2square canvas")
             r = c.short_side
             f = r / side
             return Layout(image_size=(w, h), tile_sizes=((r, r),), roles=("overview",), canvas_size=(r, r),
                           content_box=(round(x0 * f), round(y0 * f), round((x0 + w) * f), round((y0 + h) * f)),
                           boxes=((float(-x0), float(-y0), float(side - x0), float(side - y0)),))
         size = aspect_size((w, h), c.short_side, c.stride, c.max_long_side)
+        check_canvas("aspect", (w, h), size, c.max_canvas_pixels, "resized tile")  # max_long_side=None: unbounded
         return Layout(image_size=(w, h), tile_sizes=(size,), roles=("overview",), canvas_size=size,
                       content_box=(0, 0) + size, boxes=((0.0, 0.0, float(w), float(h)),))
 

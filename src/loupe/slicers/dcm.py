@@ -24,6 +24,11 @@ sample lands exactly on an input pixel, so it **equals the centre-phase global t
 (e.g. ``X[1::3, 1::3]``), not a smoothed thumbnail. ``overview="torch"`` reproduces it (exact for odd n; for
 other factors computed in float and rounded to uint8 before normalisation, a <= 0.5/255 deviation);
 ``overview="pil"`` is PIL's antialiased bicubic resize instead.
+
+Memory: ``plan`` refuses (:class:`~loupe.errors.LoupeError`) an image whose expand2square canvas (official) or
+resized image (paper) is over ``max_canvas_pixels`` (default :data:`loupe.images.MAX_CANVAS_PIXELS`), before
+``canvas`` allocates it (a 40000x1 strip needs a 1.6 G pixel square officially, a 336 x 13.4 M pixel image in
+the paper layout); the official tiles are PIL resamples of that square, not reproducible exactly without it.
 """
 
 from __future__ import annotations
@@ -34,12 +39,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..images import DEFAULT_MAX_PIXELS, to_rgb
+from ..images import DEFAULT_MAX_PIXELS, MAX_CANVAS_PIXELS, to_rgb
 from ..registry import SLICERS
-from ..validation import bounded
 from .base import Layout, Slicer
-from .geometry import check_size, dcm_grid
+from .geometry import check_canvas, check_size, dcm_grid
 from .pad import CLIP_MEAN, fill_colour, square_paste_offset
+from ..validation import bounded
 
 
 def torch_bicubic(x: np.ndarray, out_h: int, out_w: int, a: float = -0.75) -> np.ndarray:
@@ -57,8 +62,9 @@ def torch_bicubic(x: np.ndarray, out_h: int, out_w: int, a: float = -0.75) -> np
 
     iy, wy = weights(x.shape[0], out_h)
     ix, wx = weights(x.shape[1], out_w)
-    rows = np.einsum("ok,okwc->owc", wy, x[iy].astype(np.float64))
-    return np.einsum("pk,opkc->opc", wx, rows[:, ix])
+    cols, ix = np.unique(ix, return_inverse=True)  # only the <= 4 * out_w columns the second pass reads
+    rows = np.einsum("ok,okwc->owc", wy, x[:, cols][iy].astype(np.float64))
+    return np.einsum("pk,opkc->opc", wx, rows[:, ix.reshape(out_w, 4)])
 
 
 @SLICERS.register("dcm")
@@ -72,6 +78,7 @@ class DCMSlicer(Slicer):
         overview: str = "torch"  # "torch" (official F.interpolate, no antialias) | "pil"
         fill: tuple = bounded(CLIP_MEAN, min=0.0, max=1.0)  # expand2square colour, int(x * 255)
         max_pixels: int | None = bounded(DEFAULT_MAX_PIXELS, min=1)
+        max_canvas_pixels: int | None = bounded(MAX_CANVAS_PIXELS, min=1)  # cap on the padded square / resized image (None: none)
 
         def __post_init__(self):
             if self.layout not in ("official", "paper"):
@@ -98,6 +105,11 @@ class DCMSlicer(Slicer):
         t = self.config.tile_size
         (rw, rh), (cw, ch) = self._source(w, h)
         nw, nh = cw // t, ch // t
+        cap = self.config.max_canvas_pixels  # the buffers canvas() allocates, checked before it does
+        if self.config.layout == "official" and w != h:
+            side = max(w, h)
+            check_canvas("dcm", (w, h), (side, side), cap, "expand2square canvas")
+        check_canvas("dcm", (w, h), (rw, rh), cap, "resized image")
         if self.config.layout == "official":  # canvas px -> square px (* side/size) -> image px (- offset)
             side, x0, y0 = square_paste_offset(w, h)
             f = side / cw

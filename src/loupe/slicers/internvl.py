@@ -24,9 +24,9 @@ from PIL import Image
 
 from ..images import DEFAULT_MAX_PIXELS, to_rgb
 from ..registry import SLICERS
-from ..validation import bounded
 from .base import Layout, Slicer
 from .geometry import check_size
+from ..validation import bounded
 
 
 def internvl_candidates(min_num: int, max_num: int) -> list[tuple[int, int]]:

@@ -28,9 +28,9 @@ from PIL import Image
 from ..errors import LoupeError
 from ..images import DEFAULT_MAX_PIXELS, to_rgb
 from ..registry import SLICERS
-from ..validation import bounded
 from .base import Layout, Slicer
 from .geometry import check_size
+from ..validation import bounded
 
 QWEN2_VL_MIN_PIXELS = 56 * 56
 QWEN2_VL_MAX_PIXELS = 28 * 28 * 1280  # transformers' default

@@ -7,6 +7,11 @@ CLIPImageProcessor resizes the square to ``tile_size`` (bicubic) and centre-crop
 transformers' re-implementation lost one pixel for odd sizes (PR #37819); this one follows the original.
 
 ``mode="resize"`` squashes the image to the square instead (no padding), for ablations.
+
+Memory: ``plan`` refuses (:class:`~loupe.errors.LoupeError`) an image whose expand2square canvas (or crop-mode
+resize) is over ``max_canvas_pixels`` (default :data:`loupe.images.MAX_CANVAS_PIXELS`), before ``slice``
+allocates it: a 196-byte 40000x1 PNG would otherwise take a 1.6 G pixel canvas. Refusing, not computing the
+tile another way: PIL's resample of the padded square cannot be reproduced bit-exactly without it.
 ``mode="crop"`` is the llava-hf LLaVA-1.5 preprocessing (their ``CLIPImageProcessor``): resize the shortest
 edge to ``tile_size`` (the long side ``int(tile_size * long / short)``, bicubic), then a centre crop at offset
 ``(side - tile_size) // 2`` (transformers ``get_resize_output_image_size`` / ``center_crop``).
@@ -19,9 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from ..images import MAX_CANVAS_PIXELS
 from ..registry import SLICERS
-from ..validation import bounded
 from .base import Layout, Slicer, pil_resize
+from .geometry import check_canvas
+from ..validation import bounded
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 
@@ -44,6 +51,7 @@ class PadSlicer(Slicer):
         tile_size: int = bounded(336, min=1)
         mode: str = "pad"  # "pad" (expand2square, official) | "resize" (squash) | "crop" (llava-hf CLIP)
         fill: tuple = bounded(CLIP_MEAN, min=0.0, max=1.0)  # mean colour in [0, 1]; the fill is int(x * 255) per channel
+        max_canvas_pixels: int | None = bounded(MAX_CANVAS_PIXELS, min=1)  # cap on the padded square / resized image (None: none)
 
         def __post_init__(self):
             if self.mode not in ("pad", "resize", "crop"):
@@ -62,6 +70,10 @@ class PadSlicer(Slicer):
             canvas, content, box = (w, h), (0, 0, w, h), (cx * s, cy * s, (cx + t) * s, (cy + t) * s)
         else:
             canvas, content, box = (w, h), (0, 0, w, h), (0, 0, w, h)
+        if self.config.mode == "pad" and w != h:  # slice pastes on a side x side canvas: check before allocating
+            check_canvas("pad", (w, h), canvas, self.config.max_canvas_pixels, "expand2square canvas")
+        elif self.config.mode == "crop":
+            check_canvas("pad", (w, h), (rw, rh), self.config.max_canvas_pixels, "shortest-edge resize")
         return Layout(
             image_size=(w, h),
             tile_sizes=((t, t),),

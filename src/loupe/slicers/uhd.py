@@ -34,12 +34,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..images import DEFAULT_MAX_PIXELS, to_rgb
+from ..images import DEFAULT_MAX_PIXELS, MAX_CANVAS_PIXELS, to_rgb
 from ..registry import SLICERS
-from ..validation import bounded
 from .base import Layout, Slicer
-from .geometry import (adapt_size, check_size, find_best_resize, uhd_grid, uhd_refine_size, uhd_separators,
+from .geometry import (adapt_size, check_canvas, check_size, find_best_resize, uhd_grid, uhd_refine_size, uhd_separators,
                        uhd_v1_grid)
+from ..validation import bounded
 
 
 def keep_ratio_size(size, max_size: int) -> tuple[int, int]:
@@ -63,6 +63,7 @@ class UHDSlicer(Slicer):
         comma_id: int = bounded(29892, min=0)
         newline_id: int = bounded(13, min=0)
         max_pixels: int | None = bounded(DEFAULT_MAX_PIXELS, min=1)
+        max_canvas_pixels: int | None = bounded(MAX_CANVAS_PIXELS, min=1)  # cap on the refined canvas and on every tile
 
         def __post_init__(self):
             if self.variant not in ("v1", "v2"):
@@ -71,6 +72,17 @@ class UHDSlicer(Slicer):
                 raise ValueError("max_slice_nums must be >= 1 and tile_size a multiple of patch_size")
 
     def plan(self, image_size) -> Layout:
+        """The layout; :class:`LoupeError` when the refined canvas or a tile would be over ``max_canvas_pixels``
+        (a 1 x 2^26 strip: 14 x 917,504 px slices on a 14 x 8,257,536 canvas), before ``slice`` allocates it."""
+        layout = self._plan(image_size)
+        cap, grid = self.config.max_canvas_pixels, layout.grid
+        if self.config.variant == "v2" and grid != (0, 0):
+            check_canvas("uhd", layout.image_size, layout.canvas_size, cap, f"refined canvas ({grid[0]}x{grid[1]} grid)")
+        for i in sorted({layout.tile_sizes.index(s) for s in layout.tile_sizes}):
+            check_canvas("uhd", layout.image_size, layout.tile_sizes[i], cap, f"{layout.roles[i]} tile")
+        return layout
+
+    def _plan(self, image_size) -> Layout:
         c = self.config
         w, h = check_size(image_size, c.max_pixels)
         sw, sh = keep_ratio_size((w, h), c.resize_long_side) if c.resize_long_side else (w, h)
