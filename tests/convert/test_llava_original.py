@@ -217,7 +217,8 @@ def test_original_llava16_anyres_matches_the_official_forward(tmp_path, merge):
     assert cli(["convert", str(src), str(tmp_path / "dst"), "--from", "llava", "--vision-tower",
                 str(tmp_path / "clip")]) == 0
     ours, proc = load(str(tmp_path / "dst"))
-    for w, h in NEXT_SIZES:
+    sizes = NEXT_SIZES if merge == "spatial_unpad" else [(56, 56), (13, 300), (301, 7), (100, 60), (224, 223)]
+    for w, h in sizes:  # (spatial / flat: the grid order and the base crop; the rounding is unpad's alone)
         image = random_image(w, h, seed=w * 3 + h)
         enc = proc(images=image, text="USER: <image> what is the digit ASSISTANT:")
         with torch.no_grad():
