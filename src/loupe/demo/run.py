@@ -96,30 +96,18 @@ def _norm(s: str) -> str:
     return s.strip().lower().rstrip(".").strip()
 
 
-def flops_per_image(preset: str, size=(128, 128)) -> float:
+def flops_per_image(preset, size=(128, 128)) -> float:
     """GFLOPs (2 x MACs) of one forward pass on one image with a 16-token prompt: the profiler's ``full`` total
-    (:func:`loupe.profiling.profile`, counted on the meta device)."""
+    (:func:`loupe.profiling.profile`, counted on the meta device). ``preset``: a name or a
+    :class:`~loupe.LoupeConfig` (a fitted configuration)."""
     from ..profiling import profile
 
     return profile(preset, [tuple(size)], text_tokens=16)[0]["full_tflops"] * 1e3
 
 
-def run_demo(cfg: DemoConfig, log=print) -> dict:
-    import loupe
-    from ..evaluation.predict import predict
-    from ..training import recipe_from_dict, run_recipe
-    from .pretrain import pretrain_encoder
-
-    out = Path(cfg.output)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        from ..errors import LoupeError
-
-        raise LoupeError(f"cannot create the demo output folder {out}: {e.strerror}") from None
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+def prepare_benchmark(out: Path, cfg: DemoConfig, log=print):
+    """Generate the benchmark of ``cfg.seed`` under ``out / "data"``: (data report, train records, test records,
+    image root)."""
     t0 = time.time()
     data = generate(out / "data", SynthConfig(n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.seed,
                                               test_seed=cfg.seed + 1000, sizes=[list(s) for s in DEMO_SIZES]))
@@ -127,22 +115,18 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
         f"({time.time() - t0:.0f}s)")
     train_recs = json.loads(Path(data["train"]["path"]).read_text())
     test_recs = json.loads(Path(data["test"]["path"]).read_text())
-    root = Path(data["image_root"])
+    return data, train_recs, test_recs, Path(data["image_root"])
 
-    # finished arms of an earlier run with the same settings are kept (a long run never loses finished work)
-    key = config_key(cfg)
-    done = {p: r for p in cfg.arms if (r := _finished(out / p / "row.json", key)) is not None}
 
-    # stage 1: each distinct encoder pretrained once, on the views of every arm that uses it
-    built = {}
-    for p in cfg.arms:
-        torch.manual_seed(cfg.seed)
-        built[p] = loupe.build(p)
+def pretrain_groups(built: dict, skip, cfg: DemoConfig, out: Path, train_recs, root, log=print):
+    """Stage 1: each distinct encoder of ``built`` ({preset: (model, processor)}) pretrained once, on the views of
+    every arm that uses it (groups whose arms are all in ``skip`` are left out). Returns ({preset: report},
+    seconds, {preset: encoder state})."""
+    from .pretrain import pretrain_encoder
+
     pre, pre_time, enc_state = {}, 0.0, {}
-    for p, r in done.items():
-        pre[p] = r["pretrain"]
     for group in encoder_groups(built):
-        if all(p in done for p in group):
+        if all(p in skip for p in group):
             continue
         t1 = time.time()
         encoder = built[group[0]][0].vision_tower
@@ -156,9 +140,98 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
             pre[p], enc_state[p] = {**report, "group": group}, state
         log(f"[demo] encoder pretraining for {', '.join(group)}: {report['steps']} steps, tag-view accuracy "
             f"{report['tag_view_accuracy']:.2f} ({report['seconds']:.0f}s)")
+    return pre, pre_time, enc_state
+
+
+def train_arm(preset: str, model, proc, cfg: DemoConfig, arm_dir: Path, data_root: Path, test_recs: list,
+              image_root: Path, pretrain: dict, overrides: dict | None = None, method: str | None = None):
+    """Stage 2 for one arm: ``model`` (its encoder already pretrained) saved as the init, trained by the demo recipe
+    (one instruct stage, every part at ``cfg.lr``), then evaluated by exact match on ``test_recs``. ``overrides``:
+    the config overrides ``model`` was built with (a fitted configuration), recorded in the recipe. Returns
+    (row, predictions, training seconds)."""
+    import loupe
+    from ..evaluation.predict import predict
+    from ..training import recipe_from_dict, run_recipe
+
+    init = arm_dir / "init"
+    model.save_pretrained(init)
+    proc.save_pretrained(init)
+    recipe = recipe_from_dict({
+        "name": f"demo-{preset}", "model": {"preset": preset, "config": overrides} if overrides else preset,
+        "seed": cfg.seed, "data_root": str(data_root),
+        "stages": [{
+            "name": "instruct", "init_from": str(init),
+            "data": {"path": "train.json", "image_root": "images", "template": "tiny"},
+            "parts": {"vision_tower": cfg.lr, "connector": cfg.lr, "language_model": cfg.lr},
+            "global_batch_size": cfg.batch_size, "per_device_batch_size": cfg.batch_size,
+            "max_steps": cfg.train_steps, "max_length": 512, "schedule": "cosine", "warmup_ratio": 0.05,
+            "weight_decay": 0.01, "max_grad_norm": 1.0, "save_steps": max(cfg.train_steps, 1),
+            "save_total_limit": 1, "logging_steps": 20, "group_by_length": False,
+        }],
+    })
+    t2 = time.time()
+    final = run_recipe(recipe, output=arm_dir / "train")[-1]
+    train_time = time.time() - t2
+    trained = loupe.LoupeForConditionalGeneration.from_pretrained(str(final))
+    tproc = loupe.build_processor(str(final))
+    preds = dict(predict(trained, tproc, test_recs, image_root, batch_size=32, max_new_tokens=4))
+    by_cat: dict[str, list[int]] = {}
+    for r in test_recs:
+        by_cat.setdefault(r["category"], []).append(int(_norm(preds[r["id"]]) == _norm(r["answer"])))
+    tokens = [tproc.num_image_tokens(tuple(r["image_size"])) for r in test_recs]
+    labels = dict((p, lab) for lab, p in ARMS)
+    row = {
+        "method": method or labels.get(preset, preset), "preset": preset,
+        "visual_tokens": round(sum(tokens) / len(tokens), 1),
+        "visual_tokens_by_size": {f"{w}x{h}": tproc.num_image_tokens((w, h)) for w, h in DEMO_SIZES},
+        "gflops_per_image": round(flops_per_image(trained.config if overrides else preset, (128, 128)), 3),
+        "train_seconds": round(train_time, 1),
+        "pretrain_seconds": pretrain["seconds"],
+        "encoder_tag_accuracy": round(100 * pretrain["tag_view_accuracy"], 1),
+        "accuracy": {c: round(100 * sum(v) / len(v), 1) for c, v in sorted(by_cat.items())},
+    }
+    row["accuracy"]["overall"] = round(100 * sum(sum(v) for v in by_cat.values()) /
+                                       sum(len(v) for v in by_cat.values()), 1)
+    return row, preds, train_time
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: a killed run leaves no half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def run_demo(cfg: DemoConfig, log=print) -> dict:
+    import loupe
+
+    out = Path(cfg.output)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from ..errors import LoupeError
+
+        raise LoupeError(f"cannot create the demo output folder {out}: {e.strerror}") from None
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    t0 = time.time()
+    _, train_recs, test_recs, root = prepare_benchmark(out, cfg, log)
+
+    # finished arms of an earlier run with the same settings are kept (a long run never loses finished work)
+    key = config_key(cfg)
+    done = {p: r for p in cfg.arms if (r := _finished(out / p / "row.json", key)) is not None}
+
+    # stage 1: each distinct encoder pretrained once, on the views of every arm that uses it
+    built = {}
+    for p in cfg.arms:
+        torch.manual_seed(cfg.seed)
+        built[p] = loupe.build(p)
+    pre = {p: r["pretrain"] for p, r in done.items()}
+    fresh, pre_time, enc_state = pretrain_groups(built, done, cfg, out, train_recs, root, log)
+    pre.update(fresh)
 
     rows = []
-    labels = dict((p, lab) for lab, p in ARMS)
     for preset in cfg.arms:
         if preset in done:
             rows.append(done[preset]["row"])
@@ -166,50 +239,14 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
             continue
         model, proc = built[preset]
         model.vision_tower.load_state_dict(enc_state[preset])
-        init = out / preset / "init"
-        model.save_pretrained(init)
-        proc.save_pretrained(init)
-        recipe = recipe_from_dict({
-            "name": f"demo-{preset}", "model": preset, "seed": cfg.seed, "data_root": str(out / "data"),
-            "stages": [{
-                "name": "instruct", "init_from": str(init),
-                "data": {"path": "train.json", "image_root": "images", "template": "tiny"},
-                "parts": {"vision_tower": cfg.lr, "connector": cfg.lr, "language_model": cfg.lr},
-                "global_batch_size": cfg.batch_size, "per_device_batch_size": cfg.batch_size,
-                "max_steps": cfg.train_steps, "max_length": 512, "schedule": "cosine", "warmup_ratio": 0.05,
-                "weight_decay": 0.01, "max_grad_norm": 1.0, "save_steps": max(cfg.train_steps, 1),
-                "save_total_limit": 1, "logging_steps": 20, "group_by_length": False,
-            }],
-        })
-        t2 = time.time()
-        final = run_recipe(recipe, output=out / preset / "train")[-1]
-        train_time = time.time() - t2
-        trained = loupe.LoupeForConditionalGeneration.from_pretrained(str(final))
-        tproc = loupe.build_processor(str(final))
-        preds = dict(predict(trained, tproc, test_recs, root, batch_size=32, max_new_tokens=4))
-        by_cat: dict[str, list[int]] = {}
-        for r in test_recs:
-            by_cat.setdefault(r["category"], []).append(int(_norm(preds[r["id"]]) == _norm(r["answer"])))
-        tokens = [tproc.num_image_tokens(tuple(r["image_size"])) for r in test_recs]
-        row = {
-            "method": labels.get(preset, preset), "preset": preset,
-            "visual_tokens": round(sum(tokens) / len(tokens), 1),
-            "visual_tokens_by_size": {f"{w}x{h}": tproc.num_image_tokens((w, h)) for w, h in DEMO_SIZES},
-            "gflops_per_image": round(flops_per_image(preset, (128, 128)), 3),
-            "train_seconds": round(train_time, 1),
-            "pretrain_seconds": pre[preset]["seconds"],
-            "encoder_tag_accuracy": round(100 * pre[preset]["tag_view_accuracy"], 1),
-            "accuracy": {c: round(100 * sum(v) / len(v), 1) for c, v in sorted(by_cat.items())},
-        }
-        row["accuracy"]["overall"] = round(100 * sum(sum(v) for v in by_cat.values()) /
-                                           sum(len(v) for v in by_cat.values()), 1)
+        row, preds, train_time = train_arm(preset, model, proc, cfg, out / preset, out / "data", test_recs, root,
+                                           pre[preset])
         rows.append(row)
         log(f"[demo] {row['method']}: detail {row['accuracy'].get('detail')}%, layout {row['accuracy'].get('layout')}% "
             f"({train_time:.0f}s)")
         (out / preset / "predictions.json").write_text(json.dumps(preds, indent=0))
-        tmp = out / preset / "row.json.tmp"
-        tmp.write_text(json.dumps({"config_key": key, "row": row, "pretrain": pre[preset]}, indent=1))
-        tmp.replace(out / preset / "row.json")  # atomic: a killed run leaves no half-written row
+        write_atomic(out / preset / "row.json", json.dumps({"config_key": key, "row": row, "pretrain": pre[preset]},
+                                                           indent=1))
 
     result = {"config": cfg.__dict__, "pretrain": pre, "pretrain_seconds": round(pre_time, 1), "rows": rows,
               "total_seconds": round(time.time() - t0, 1)}
