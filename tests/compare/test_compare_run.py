@@ -48,9 +48,12 @@ def test_compare_end_to_end_and_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(training, "run_recipe", lambda *a, **k: calls.append(a[0].name) or real(*a, **k))
     again = run_compare(cfg, log=lambda *a: None)
     assert calls == [] and again["cells"] == first["cells"]
-    # one more budget: only its cells are trained
-    run_compare(CompareConfig(output=str(out), budgets=[4, 16, 64], **TOY), log=lambda *a: None)
-    assert sorted(calls) == ["demo-demo-anyres", "demo-demo-lowres"]
+    # one more budget: only its new configurations are trained (the baseline's ceiling is 16 tokens: reused)
+    third = run_compare(CompareConfig(output=str(out), budgets=[4, 16, 64], **TOY), log=lambda *a: None)
+    assert calls == ["demo-demo-anyres"]
+    low = [c for c in third["cells"] if c["preset"] == "demo-lowres"]
+    assert [c["budget"] for c in low] == [4, 16, 64] and low[2]["same_as_budget"] == 16
+    assert low[2]["accuracy"] == low[1]["accuracy"] and low[2]["fit"]["below_budget"] == 48
 
 
 def test_real_size_cost_is_fitted_profiled_and_cached(tmp_path, monkeypatch):

@@ -7,7 +7,8 @@ the largest configuration whose token count for every size is <= the budget), th
 encoder pretraining (each distinct encoder once per seed, on the views of the methods' own presets, shared by every
 budget), the same recipe and steps, and the same starting language model (the first arm's initialisation of the
 seed, copied into every cell). A method whose minimum exceeds a budget gets no row at that budget (the table says
-so, with the minimum).
+so, with the minimum); one whose fitted configuration at a budget equals that of a smaller budget (its ceiling is
+reached) is trained once and its row repeated.
 
 Outputs (``--output``, default ``out/compare``): ``results.json`` (every cell, the per-(method, budget) summary and the
 real-size costs), ``results.md`` (the table: fitted tokens mean/max and how far below the budget, GFLOPs/image,
@@ -254,6 +255,18 @@ def run_compare(cfg: CompareConfig, log=print) -> dict:
             del built
         for preset, budget, cdir, key in todo:
             fit = fits[preset, budget][0]
+            same = [b for (q, b), r in done.items() if q == preset and "error" not in r["row"]
+                    and r["row"]["fit"]["slicer"] == fit.to_json()["slicer"]
+                    and r["row"]["fit"]["connector"] == fit.to_json()["connector"]]
+            if same:  # the same fitted configuration at another budget: the same model, trained once
+                src = done[preset, same[0]]
+                row = dict(src["row"], budget=budget, fit=fit.to_json(), same_as_budget=same[0])
+                rec = {"config_key": key, "row": row, "pretrain": src["pretrain"]}
+                cdir.mkdir(parents=True, exist_ok=True)
+                write_atomic(cdir / "row.json", json.dumps(rec, indent=1))
+                done[preset, budget] = rec
+                log(f"[compare] seed {seed}, budget {budget}, {row['method']}: the configuration of budget {same[0]}")
+                continue
             torch.manual_seed(seed)
             model, proc = loupe.build(preset, **fit.overrides())
             model.vision_tower.load_state_dict(enc_state[preset])
