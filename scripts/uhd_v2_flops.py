@@ -51,9 +51,8 @@ def measure(preset: str, size: tuple[int, int]) -> dict:
         hmax, wmax = max(s[1] for s in layout.tile_sizes), max(s[0] for s in layout.tile_sizes)
         px = torch.empty(layout.num_tiles, 3, hmax, wmax)
         feats, fc_v = _count(lambda: model.vision_tower(px, layouts=[layout]))
-        embeds, fc_c = _count(lambda: model.connector(feats, [layout], pixel_values=px,
-                                                      embed_tokens=model.get_input_embeddings()))
-        assert embeds[0].shape[0] == tokens, (embeds[0].shape, tokens)
+        embeds, fc_c = _count(lambda: model.connector(feats, [layout], pixel_values=px))
+        assert embeds[0].shape[0] == geo.num_visual_tokens(layout), (embeds[0].shape, tokens)
         emb = torch.empty(1, tokens, model.config.text_config.hidden_size)
         _, fc_l = _count(lambda: model.language_model(inputs_embeds=emb, logits_to_keep=1))
     mods = fc_c.get_flop_counts()

@@ -239,12 +239,22 @@ def test_disk_offload_device_map_matches_plain_model(tmp_path):
             assert torch.allclose(m(**batch).logits, ref, atol=1e-5), kw
 
 
-def test_connector_gets_tensors_only():
-    """The connector's inputs are tensors (``token_embeds`` rows), never the LLM's embedding module."""
+def test_connector_gets_tensors_only_and_separators_are_text_tokens():
+    """The connector's inputs are tensors (features, layouts, pixel_values), never the LLM's embedding module: UHD v2's
+    slice separators are text tokens of the token plan, written as ids by the processor, embedded by the LLM."""
+    from loupe.tokens import Text
+
     torch.manual_seed(0)
-    model = loupe.build_model("llava-uhd-v2-tiny").eval()
-    lay = model.geometry.layout((90, 50))
-    ctx = model.connector_context([lay], torch.zeros(lay.num_tiles, 3, 56, 56))
-    assert set(ctx) == {"pixel_values", "token_embeds"} and all(torch.is_tensor(v) for v in ctx.values())
-    ids = model.connector.token_ids([lay])
-    assert ids and torch.equal(ctx["token_embeds"], model.get_input_embeddings().weight[ids])
+    model, proc = loupe.build("llava-uhd-v2-tiny")
+    import inspect
+
+    assert list(inspect.signature(model.connector.forward).parameters) == ["features", "layouts", "pixel_values"]
+    img = Image.new("RGB", (140, 84), "white")
+    plan = proc.image_processor.geometry.token_plan(img.size)
+    seps = [s.ids[0] for s in plan if isinstance(s, Text)]
+    assert len(seps) == 4
+    ids = proc(images=[img], text=["<image>"])["input_ids"][0].tolist()
+    start = ids.index(model.config.image_token_id)
+    written = [ids[start + k] for k in range(len(ids) - start)][: sum(s.n for s in plan)]
+    expected = [t for s in plan for t in ([model.config.image_token_id] * s.n if not isinstance(s, Text) else s.ids)]
+    assert written == expected and [t for t in written if t != model.config.image_token_id] == seps

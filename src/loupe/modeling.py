@@ -39,8 +39,6 @@ class LoupeCausalLMOutput(ModelOutput):
     hidden_states: tuple | None = None
     attentions: tuple | None = None
     image_hidden_states: list | None = None
-    lm_loss: torch.FloatTensor | None = None
-    aux_losses: dict | None = None
 
 
 class LoupePreTrainedModel(PreTrainedModel):
@@ -123,24 +121,12 @@ class LoupeForConditionalGeneration(LoupePreTrainedModel, GenerationMixin):
                 f"need {n_tiles}; pass the processor's pixel_values and image_sizes together"
             )
         features = self.vision_tower(pixel_values, layouts=layouts)
-        self.connector.aux_losses = {}
-        embeds = self.connector(features, layouts, **self.connector_context(layouts, pixel_values))
+        embeds = self.connector(features, layouts, pixel_values=pixel_values)
         for i, (e, lay) in enumerate(zip(embeds, layouts)):
-            expected = self.geometry.num_tokens(lay)
+            expected = self.geometry.num_visual_tokens(lay)
             if e.shape[0] != expected:  # a connector bug, never a user error
-                raise LoupeError(f"connector produced {e.shape[0]} tokens for image {i}, its geometry says {expected}")
+                raise LoupeError(f"connector produced {e.shape[0]} tokens for image {i}, its token plan says {expected}")
         return embeds
-
-    def connector_context(self, layouts, pixel_values: torch.Tensor) -> dict:
-        """The connector's keyword inputs: ``pixel_values`` and, for a connector that places LLM tokens among its
-        visual tokens (``connector.token_ids(layouts)``, e.g. Hiwin's slice separators), ``token_embeds``: their
-        input embeddings, (K, D), computed here. Tensors only: never the embedding module itself, which
-        accelerate's device hooks would move along with a connector's inputs under an offloading ``device_map``."""
-        context = {"pixel_values": pixel_values}
-        ids = self.connector.token_ids(layouts)
-        if ids:
-            context["token_embeds"] = self.get_input_embeddings()(torch.tensor(ids, device=pixel_values.device))
-        return context
 
     def _merge(self, input_ids, inputs_embeds, pixel_values, image_sizes, image_layouts=None):
         image_mask = input_ids == self.config.image_token_id
@@ -205,18 +191,13 @@ class LoupeForConditionalGeneration(LoupePreTrainedModel, GenerationMixin):
             logits_to_keep=logits_to_keep,
             **kwargs,
         )
-        loss, aux = out.loss, dict(self.connector.aux_losses) if image_embeds is not None else {}
-        if loss is not None and aux:
-            loss = loss + sum(aux.values())
         return LoupeCausalLMOutput(
-            loss=loss,
+            loss=out.loss,
             logits=out.logits,
             past_key_values=out.past_key_values,
             hidden_states=out.hidden_states,
             attentions=out.attentions,
             image_hidden_states=image_embeds,
-            lm_loss=out.loss,
-            aux_losses=aux or None,
         )
 
 

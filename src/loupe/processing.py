@@ -42,6 +42,7 @@ from .geometry import ImageGeometry
 from .images import DEFAULT_MAX_PIXELS, check_size, load_image
 from .registry import CONNECTORS, ENCODERS, SLICERS
 from .slicers import build as _slicers_build, normalize
+from .tokens import Text, fill_spans
 
 
 class LoupeImageProcessor(BaseImageProcessor):
@@ -288,11 +289,26 @@ class LoupeProcessor(ProcessorMixin):
             **kwargs,
         )
         self._check_prompt_tokens(enc, visual)
+        self._write_text_spans(enc, texts, [self.image_processor.geometry.token_plan(lay) for lay in layouts])
         data = dict(enc)
         data.update(features)
         if image_slicers is not None and flat:
             data["image_layouts"] = layouts
         return BatchFeature(data, tensor_type=None)
+
+    def _write_text_spans(self, enc, texts: list[str], plans: list) -> None:
+        """Overwrite each image's placeholder run with its token plan (:func:`loupe.tokens.fill_spans`): the image
+        token at visual positions, real ids at the plan's text positions (UHD v2 separators, ``<img>``...)."""
+        if not any(isinstance(span, Text) for plan in plans for span in plan):
+            return
+        ids = enc["input_ids"]
+        rows = ids.tolist() if isinstance(ids, torch.Tensor) else [list(r) for r in ids]
+        k = 0
+        for i, t in enumerate(texts):
+            n = t.count(self.image_token)
+            rows[i] = fill_spans(rows[i], plans[k:k + n], self.image_token_id, self.tokenizer)
+            k += n
+        enc["input_ids"] = torch.tensor(rows, dtype=ids.dtype) if isinstance(ids, torch.Tensor) else rows
 
     def budget_slicers(self, images: Sequence, max_image_tokens: int, detail: str | None = None) -> list[dict]:
         """Per image, the slicer config of :func:`loupe.budget.choose_slicer` under ``max_image_tokens``."""

@@ -17,6 +17,7 @@ against its annotation and the bounds its field declares (:func:`loupe.validatio
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Any, Callable, Generic, TypeVar
 
 from .errors import LoupeError
@@ -25,9 +26,20 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str):
+    """``base``: the dotted path of the part's abstract base class (imported on first registration, so this module
+    imports no part); a class that does not derive from it, or leaves one of its abstract members undefined, is
+    refused at registration with the list of what is missing."""
+
+    def __init__(self, kind: str, base: str | None = None):
         self.kind = kind
+        self.base = base
         self._items: dict[str, type] = {}
+
+    def _base(self) -> type | None:
+        if self.base is None:
+            return None
+        module, _, name = self.base.rpartition(".")
+        return getattr(importlib.import_module(module), name)
 
     def register(self, name: str) -> Callable[[type], type]:
         def deco(cls: type) -> type:
@@ -35,6 +47,14 @@ class Registry(Generic[T]):
                 raise LoupeError(f"{self.kind} {name!r} is registered twice ({self._items[name]} and {cls})")
             if not dataclasses.is_dataclass(getattr(cls, "Config", None)):
                 raise LoupeError(f"{self.kind} {name!r}: class {cls.__name__} needs a dataclass `Config`")
+            base = self._base()
+            if base is not None and not (isinstance(cls, type) and issubclass(cls, base)):
+                raise LoupeError(f"{self.kind} {name!r}: class {getattr(cls, '__name__', cls)} must derive from "
+                                 f"{base.__module__}.{base.__name__}")
+            missing = sorted(getattr(cls, "__abstractmethods__", ()))
+            if missing:
+                raise LoupeError(f"{self.kind} {name!r}: class {cls.__name__} does not define {', '.join(missing)} "
+                                 f"(the {base.__name__ if base else self.kind} contract)")
             cls.registry_name = name
             self._items[name] = cls
             return cls
@@ -100,6 +120,6 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-SLICERS: Registry = Registry("slicer")
-ENCODERS: Registry = Registry("vision encoder")
-CONNECTORS: Registry = Registry("connector")
+SLICERS: Registry = Registry("slicer", base="loupe.slicers.base.Slicer")
+ENCODERS: Registry = Registry("vision encoder", base="loupe.encoders.base.VisionEncoder")
+CONNECTORS: Registry = Registry("connector", base="loupe.connectors.base.Connector")

@@ -82,6 +82,12 @@ def visual(n: int) -> TokenPlan:
     return (Visual(int(n)),)
 
 
+def wrap(plan: Sequence[Span], start: str | None = None, end: str | None = None) -> TokenPlan:
+    """``plan`` between optional special tokens (InternVL ``<img>`` ... ``</img>``, Qwen2-VL ``<|vision_start|>``
+    ... ``<|vision_end|>``)."""
+    return ((Text(tokens=(start,)),) if start else ()) + tuple(plan) + ((Text(tokens=(end,)),) if end else ())
+
+
 def num_positions(plan: Sequence[Span]) -> int:
     return sum(s.n for s in plan)
 

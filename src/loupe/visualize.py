@@ -258,16 +258,18 @@ def attention_map(model, processor, image, question: str, max_new_tokens: int = 
     att = torch.stack([a[0].float() for a in res.attentions]).mean((0, 1))  # (L, L) over layers and heads
     n = ids.shape[1]
     rows = att[n - 1: n - 1 + new.numel()].mean(0)  # queries that predicted each answer token
-    slots = (full[0] == processor.image_token_id).nonzero().flatten()
-    w = rows[slots].double().cpu().numpy()
-    if w.sum() <= 0:
-        raise LoupeError("the answer gave no attention to the visual tokens")
-    w = w / w.sum()
     layouts = enc.get("image_layouts") or model.layouts(enc["image_sizes"])
     layout = layouts[0]
     ip = processor.image_processor
     geom = ip.geometry if slicer is None else ImageGeometry(slicer, ip.vision, ip.connector)
     regions = token_regions(geom, layout)
+    # the image's positions: its whole token-plan run (visual slots and text spans such as UHD v2's separators)
+    start = int((full[0] == processor.image_token_id).nonzero().flatten()[0])
+    slots = torch.arange(start, start + geom.num_tokens(layout), device=rows.device)
+    w = rows[slots].double().cpu().numpy()
+    if w.sum() <= 0:
+        raise LoupeError("the answer gave no attention to the visual tokens")
+    w = w / w.sum()
     if len(regions) != len(w):
         raise LoupeError(f"{len(w)} image slots in the prompt but the layout places {len(regions)} tokens")
     dropped = [i for i, r in enumerate(regions) if r is None]

@@ -51,4 +51,5 @@ def test_demo_flops_come_from_the_profiler():
 
     (r,) = profile("demo-anyres", [(128, 128)], text_tokens=16)
     assert flops_per_image("demo-anyres", (128, 128)) == pytest.approx(r["full_tflops"] * 1e3)
-    assert any(c["analytic"] is None for c in r["checks"])  # tinyconv has no analytic flops(): flagged, counted
+    # every part has an analytic flops() (the contract); tinyconv's equals the counted meta run exactly
+    assert all(c["analytic"] is not None and c["gap"] == 0.0 for c in r["checks"])

@@ -126,14 +126,16 @@ def test_hiwin_regions_follow_organise(order):
         tokens[t, :, 0] = t
         tokens[t, :, 1] = torch.arange(g).repeat(g).float()
         tokens[t, :, 2] = torch.arange(g).repeat_interleave(g).float()
-    seps = {int(s): torch.full((3,), -1.0) for s in layout.meta["separators"]}
-    out = conn.organise(tokens, layout, seps)
+    out = conn.organise(tokens, layout)  # the visual tokens; the separators are the plan's text spans
     regions = token_regions(geom, layout)
-    assert out.shape[0] == len(regions) == geom.num_tokens(layout)
-    for (t, x, y), r in zip(out.tolist(), regions):
-        if r is None:
-            assert t == -1
-            continue
+    from loupe.tokens import Visual
+
+    is_visual = [isinstance(s, Visual) for s in geom.token_plan(layout) for _ in range(s.n)]
+    assert len(regions) == len(is_visual) == geom.num_tokens(layout)
+    assert all(r is None for r, v in zip(regions, is_visual) if not v)  # separators have no region
+    visual_regions = [r for r, v in zip(regions, is_visual) if v]
+    assert out.shape[0] == len(visual_regions) == geom.num_visual_tokens(layout)
+    for (t, x, y), r in zip(out.tolist(), visual_regions):
         bx0, by0, bx1, by1 = layout.boxes[int(t)]
         cx, cy = bx0 + (x + 0.5) * (bx1 - bx0) / g, by0 + (y + 0.5) * (by1 - by0) / g
         assert r[0] - 1e-6 <= cx <= r[2] + 1e-6 and r[1] - 1e-6 <= cy <= r[3] + 1e-6

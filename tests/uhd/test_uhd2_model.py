@@ -30,8 +30,9 @@ def test_7b_token_counts_formula_processor_and_model_on_meta():
         with torch.device("meta"):
             px = torch.empty(lay.num_tiles, 3, hmax, wmax)
             feats = model.vision_tower(px, layouts=[lay])
-            out = model.connector(feats, [lay], pixel_values=px, embed_tokens=model.get_input_embeddings())
-        assert out[0].shape == (formula(n), 4096)
+            out = model.connector(feats, [lay], pixel_values=px)
+        # the connector returns the visual tokens; the n separators are text tokens of the plan
+        assert out[0].shape == (formula(n) - n, 4096) and model.geometry.num_visual_tokens(lay) == formula(n) - n
 
 
 def image(w, h, seed=0):
@@ -54,9 +55,11 @@ def test_tiny_end_to_end_forward_labels_generate(tiny):
     batch = proc(images=imgs, text=texts, return_tensors="pt", padding=True)
     n = [proc.num_image_tokens(im) for im in imgs]
     assert n == [4 * 16 + 4 + 16, 16]
-    assert int((batch["input_ids"] == model.config.image_token_id).sum()) == sum(n)
+    visual = [4 * 16 + 16, 16]  # the 4 separators are written as their ids (',' and the row-end '\n')
+    assert [proc.image_processor.geometry.num_visual_tokens(im.size) for im in imgs] == visual
+    assert int((batch["input_ids"] == model.config.image_token_id).sum()) == sum(visual)
     out = model(**batch, labels=batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100))
-    assert torch.isfinite(out.loss) and [e.shape[0] for e in out.image_hidden_states] == n
+    assert torch.isfinite(out.loss) and [e.shape[0] for e in out.image_hidden_states] == visual
     out.loss.backward()
     assert model.connector.query_1.grad is not None and model.connector.upsampler.fixup_proj[1].weight.grad is not None
     one = proc(images=[imgs[0]], text=[texts[0]], return_tensors="pt")
@@ -83,5 +86,10 @@ def test_tiny_stitched_token_order():
     batch = proc(images=[img], text=["<image> hi"], return_tensors="pt")
     with torch.no_grad():
         emb = model.get_image_features(batch["pixel_values"], batch["image_sizes"])[0]
-    newline = model.get_input_embeddings()(torch.tensor(lay.meta["separators"][cols - 1]))
-    assert emb.shape[0] == expected and torch.equal(emb[cols * 4], newline)
+    sep = lay.meta["separators"]
+    assert emb.shape[0] == expected - rows * 4 - 1  # the connector gives the visual tokens only
+    ids = batch["input_ids"][0].tolist()
+    start, row = ids.index(model.config.image_token_id), cols * 4
+    # each stitched feature row is followed by the row-end separator ('\n'), then the first separator (',')
+    assert [ids[start + k * (row + 1) + row] for k in range(rows * 4)] == [sep[cols - 1]] * (rows * 4)
+    assert ids[start + rows * 4 * (row + 1)] == sep[0]

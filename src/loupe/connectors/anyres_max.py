@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from ..registry import CONNECTORS
 from ..slicers.geometry import unpadded_size
+from ..tokens import Visual
 from .base import split_by_image
 from .llava_next import LlavaNextConnector
 from ..validation import bounded
@@ -67,14 +68,16 @@ class AnyResMaxConnector(LlavaNextConnector):
         return over, local, anyres_max_size((w, h), grids[local[0]], config.max_num_patches)
 
     @classmethod
-    def num_tokens(cls, config, layout, grids) -> int:
+    def token_plan(cls, config, layout, grids) -> tuple:
+        """The overview grid first, then the unpadded (and, past 1.1x, down-sampled) map with a newline column."""
         over, local, size = cls._local_size(config, layout, grids)
-        base = sum(grids[i][0] * grids[i][1] for i in over)
+        plan = [Visual(grids[i][0] * grids[i][1], grid=tuple(grids[i]), role="overview") for i in over]
         if size is None:
-            return base + 1
-        return base + size[1] * (size[0] + 1)
+            return tuple(plan + [Visual(1, role="newline")])
+        w, h = size
+        return tuple(plan + [Visual(h * (w + 1), grid=(w + 1, h), role="local+newline")])
 
-    def forward(self, features, layouts, **context):
+    def forward(self, features, layouts, pixel_values=None):
         return self._arrange(self.proj(features), layouts)  # projector per tile, before the merge
 
     @torch.compiler.disable

@@ -78,6 +78,7 @@ from torch import nn
 from ..errors import LoupeError
 from ..registry import CONNECTORS
 from ..validation import bounded
+from ..tokens import Visual
 from .base import Connector
 from .mlp import mlp_projector
 
@@ -334,9 +335,11 @@ class DEMConnector(Connector):
         return loc, glo, ov, tg
 
     @classmethod
-    def num_tokens(cls, config, layout, grids) -> int:
+    def token_plan(cls, config, layout, grids) -> tuple:
+        """One grid: the fused mosaic down-sampled to a tile's grid, times ``out_scale`` per side."""
         gw, gh = cls._plan(config, layout, grids)[3]
-        return gw * gh * config.out_scale ** 2
+        s = config.out_scale
+        return (Visual(gw * gh * s * s, grid=(gw * s, gh * s), role="fused"),)
 
     @classmethod
     def flops(cls, config, layout, grids, in_dim: int, out_dim: int, attention: str = "windowed") -> dict[str, int]:
@@ -352,7 +355,7 @@ class DEMConnector(Connector):
         return out
 
     # --- forward --------------------------------------------------------------------------------------------------
-    def forward(self, features, layouts, **context):
+    def forward(self, features, layouts, pixel_values=None):
         """features (total_tiles, g_h, g_w, C) -> one (g_h g_w, D) tensor per image."""
         plans, offsets, start = [], [], 0
         for lay in layouts:

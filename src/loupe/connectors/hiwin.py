@@ -19,14 +19,13 @@ grid, tiles of equal grid batched):
    only to its own window's keys through ONE shared ``nn.MultiheadAttention(D, D/128)``; ``ln_proj`` each;
 6. concat (144, 4D) -> ``cat_proj`` Linear(4D, D) -> ``ln_post`` -> ``@ proj`` (D, D): 144 tokens in the LLM width.
 
-Token organisation (``token_order``): ``"official"`` = [slice_1, sep_1, ..., slice_n, sep_n, overview] with sep_k the
-LLM input embedding of ``layout.meta["separators"][k]`` (',' in a row, '\\n' at a row end), the
+Token organisation (``token_order``, the :meth:`HiwinConnector.token_plan`): ``"official"`` = [slice_1, sep_1, ...,
+slice_n, sep_n, overview] with sep_k the text token ``layout.meta["separators"][k]`` (',' in a row, '\\n' at a row
+end; written by the processor, embedded by the LLM as in the official ``embed_tokens`` call), the
 overview LAST without a separator: n * 144 + n + 144 tokens (1008x672: 6 slices -> 1014); no slicing -> 144.
 ``"stitched"`` (paper §3.4; the code's disabled ``UsePermute=True`` branch): the slices' 12x12 maps stitched into one
 (rows*12, cols*12) map, the row-end separator's embedding after every feature row, then the first separator, then
-the overview: rows*12*(cols*12 + 1) + 1 + 144. The separator ids are :meth:`HiwinConnector.token_ids`; the model
-embeds them with the LLM's input embedding before calling the connector and passes the rows as ``token_embeds``
-(the embedding module itself is never a forward argument: accelerate's offload hooks would move it).
+the overview: rows*12*(cols*12 + 1) + 1 + 144. The connector returns the visual tokens only; positions are the plan's.
 
 Keys: ``pos_embed``, ``query_{1..4}``, ``feature_{l}x_embedding``, ``features_{l}x_projector.*``, ``attn.*``,
 ``ln_{q,kv,proj,post}.*``, ``cat_proj.*``, ``proj``, ``upsampler.{up1,up2,fixup_proj}.*`` (official prefix
@@ -52,6 +51,7 @@ from ..errors import LoupeError
 from ..ops.roi_align import roi_align_grid
 from ..registry import CONNECTORS
 from ..encoders.base import onloaded
+from ..tokens import Text, Visual
 from .base import Connector
 from .vdim import MIN_VDIM_GRID, VDIM, levels_of, no_autocast, vdim_flops
 from ..validation import bounded
@@ -194,16 +194,23 @@ class HiwinConnector(Connector):
                     f"extreme aspect ratio")
 
     @classmethod
-    def num_tokens(cls, config, layout, grids) -> int:
-        g2 = config.grid_size ** 2
-        local, over, _ = cls._roles(layout)
+    def token_plan(cls, config, layout, grids) -> tuple:
+        """``official``: per slice its g x g window tokens then its separator id (a text token), the overview last;
+        ``stitched``: each row of the stitched map then the row-end separator, the first separator, the overview."""
+        g = config.grid_size
+        local, over, seps = cls._roles(layout)
         cls.check_grids(config, layout, grids)
+        overview = [Visual(g * g, grid=(g, g), role="overview") for _ in over]
         if not local:
-            return g2 * len(over)
+            return tuple(overview)
         if config.token_order == "official":
-            return len(local) * (g2 + 1) + len(over) * g2
+            plan = []
+            for k in range(len(local)):
+                plan += [Visual(g * g, grid=(g, g), role="local"), Text(ids=(int(seps[k]),))]
+            return tuple(plan + overview)
         cols, rows = layout.grid
-        return rows * config.grid_size * (cols * config.grid_size + 1) + 1 + len(over) * g2
+        row = [Visual(cols * g, grid=(cols * g, 1), role="local"), Text(ids=(int(seps[cols - 1]),))]
+        return tuple(row * (rows * g) + [Text(ids=(int(seps[0]),))] + overview)
 
     @classmethod
     def flops(cls, config, layout, grids, in_dim: int, out_dim: int, attention: bool = True) -> dict[str, int]:
@@ -292,41 +299,22 @@ class HiwinConnector(Connector):
         x = self.ln_post(self.cat_proj(torch.cat(results, -1)))
         return x @ self.proj
 
-    def token_ids(self, layouts) -> list[int]:
-        """The separator ids of these layouts (sorted, unique): the rows of ``token_embeds`` in :meth:`forward`."""
-        return sorted({int(t) for lay in layouts for t in self._roles(lay)[2]})
-
-    def organise(self, tokens: torch.Tensor, layout, token_embeds: dict | None = None) -> torch.Tensor:
-        """(tiles, g*g, D) of one image -> (num_tokens, D) in the configured token order; ``token_embeds`` maps
-        each separator id of the layout to its (D,) LLM input embedding."""
-        local, over, seps = self._roles(layout)
+    def organise(self, tokens: torch.Tensor, layout) -> torch.Tensor:
+        """(tiles, g*g, D) of one image -> its visual tokens in the order of :meth:`token_plan`'s visual spans (the
+        separators are text tokens the processor writes, embedded by the LLM like any other)."""
+        local, over, _ = self._roles(layout)
         tiles = tokens.unbind(0)  # per-tile views with one cheap backward (tokens[i] would zero-fill T times)
-        if not local:
-            return tokens.reshape(-1, tokens.shape[-1])
-        missing = sorted({int(t) for t in seps} - set(token_embeds or {}))
-        if missing:
-            raise LoupeError(f"hiwin needs the LLM input embeddings of the slice separators {missing} (token_embeds)")
-        sep = torch.stack([token_embeds[int(t)] for t in seps]).to(device=tokens.device, dtype=tokens.dtype)
-        if self.config.token_order == "official":
-            parts = [torch.cat([tiles[i], sep[k : k + 1]]) for k, i in enumerate(local)]
-            return torch.cat(parts + [tiles[i] for i in over])
+        if not local or self.config.token_order == "official":
+            return tokens.reshape(-1, tokens.shape[-1])  # slices row-major, then the overview: the tile order
         (cols, rows), g, d = layout.grid, self.config.grid_size, tokens.shape[-1]
-        grid = tokens[local].reshape(rows, cols, g, g, d).permute(0, 2, 1, 3, 4).reshape(rows * g, cols * g, d)
-        newline = sep[cols - 1].expand(rows * g, 1, d)
-        return torch.cat([torch.cat([grid, newline], 1).reshape(-1, d), sep[:1]] + [tiles[i] for i in over])
+        grid = tokens[local].reshape(rows, cols, g, g, d).permute(0, 2, 1, 3, 4).reshape(rows * g * cols * g, d)
+        return torch.cat([grid] + [tiles[i] for i in over])
 
-    def forward(self, features, layouts, **context):
-        """``context``: ``pixel_values`` (the tiles, for the VDIM) and ``token_embeds`` ((K, D), the LLM input
-        embeddings of :meth:`token_ids`, in that order). Direct callers may pass ``embed_tokens`` (the LLM's
-        embedding module) instead; the model never does."""
-        pixel_values = context.get("pixel_values")
+    def forward(self, features, layouts, pixel_values=None):
+        """``pixel_values``: the tiles, which guide the VDIM."""
         if pixel_values is None:
             raise LoupeError("hiwin needs pixel_values (the VDIM is guided by the slice pixels)")
         sizes = [tuple(s) for lay in layouts for s in lay.tile_sizes]
         tokens = self.encode_tiles(features, pixel_values, sizes)
         chunks = tokens.split([lay.num_tiles for lay in layouts])  # split: one backward for all images
-        ids, rows = self.token_ids(layouts), context.get("token_embeds")
-        if rows is None and ids and context.get("embed_tokens") is not None:
-            rows = context["embed_tokens"](torch.tensor(ids, device=pixel_values.device))
-        table = dict(zip(ids, rows.unbind(0))) if rows is not None else {}
-        return [self.organise(t, lay, table) for t, lay in zip(chunks, layouts)]
+        return [self.organise(t, lay) for t, lay in zip(chunks, layouts)]

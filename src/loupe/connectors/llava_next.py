@@ -32,6 +32,7 @@ from torch import nn
 from ..errors import LoupeError
 from ..registry import CONNECTORS
 from ..slicers.geometry import unpadded_size
+from ..tokens import Visual
 from .base import Connector, split_by_image
 from .mlp import mlp_projector
 from ..validation import bounded
@@ -75,17 +76,20 @@ class LlavaNextConnector(Connector):
         return over, local, (cols * gw, rows * gh)
 
     @classmethod
-    def num_tokens(cls, config, layout, grids) -> int:
+    def token_plan(cls, config, layout, grids) -> tuple:
+        """The overview grid(s), then the merged local map: ``spatial_unpad`` = (h, w + 1) with the newline as the
+        last column (one lone newline when there are no local tiles); ``spatial`` = the stitched map; ``flat`` = every
+        tile's grid in layout order."""
         over, local, fmap = cls._split(layout, grids)
-        base = sum(grids[i][0] * grids[i][1] for i in over)
+        plan = [Visual(grids[i][0] * grids[i][1], grid=tuple(grids[i]), role="overview") for i in over]
         if config.merge == "flat":
-            return base + sum(grids[i][0] * grids[i][1] for i in local)
+            return tuple(plan + [Visual(grids[i][0] * grids[i][1], grid=tuple(grids[i]), role="local") for i in local])
         if fmap is None:
-            return base + (1 if config.merge == "spatial_unpad" else 0)
+            return tuple(plan + ([Visual(1, role="newline")] if config.merge == "spatial_unpad" else []))
         if config.merge == "spatial":
-            return base + fmap[0] * fmap[1]
+            return tuple(plan + [Visual(fmap[0] * fmap[1], grid=fmap, role="local")])
         w, h = unpadded_size(layout.image_size, fmap, config.unpad_rounding)
-        return base + h * (w + 1)
+        return tuple(plan + [Visual(h * (w + 1), grid=(w + 1, h), role="local+newline")])
 
     @classmethod
     def flops(cls, config, layout, grids, in_dim: int, out_dim: int) -> dict[str, int]:
@@ -96,7 +100,7 @@ class LlavaNextConnector(Connector):
         return {"projector": proj, "total": proj}
 
     # --- forward ---------------------------------------------------------------------------------------
-    def forward(self, features, layouts, **context):
+    def forward(self, features, layouts, pixel_values=None):
         """``features``: (total_tiles, gh, gw, C) -> one (num_tokens, D) tensor per image."""
         return self._arrange(self.proj(features), layouts)  # projector per tile, before the merge
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..registry import CONNECTORS
+from ..tokens import Visual
 from .base import Connector, split_by_image
 from ..validation import bounded
 
@@ -44,13 +45,15 @@ class MLPConnector(Connector):
         self.proj = mlp_projector(in_dim, out_dim, config.depth, config.act)
 
     @classmethod
-    def num_tokens(cls, config, layout, grids) -> int:
-        return sum(w * h for w, h in (pooled_grid(g, config.pool) for g in grids))
+    def token_plan(cls, config, layout, grids) -> tuple:
+        """Each tile's pooled grid, in layout order."""
+        return tuple(Visual(w * h, grid=(w, h), role=role)
+                     for (w, h), role in zip((pooled_grid(g, config.pool) for g in grids), layout.roles))
 
     @classmethod
     def flops(cls, config, layout, grids, in_dim: int, out_dim: int) -> dict[str, int]:
         """Analytic FLOPs (2 x MACs) of one image: the projector on every pooled token (pooling not counted)."""
-        proj = cls.num_tokens(config, layout, grids) * (2 * in_dim * out_dim + (config.depth - 1) * 2 * out_dim ** 2)
+        proj = cls.num_visual_tokens(config, layout, grids) * (2 * in_dim * out_dim + (config.depth - 1) * 2 * out_dim ** 2)
         return {"projector": proj, "total": proj}
 
     def pool(self, features: torch.Tensor) -> torch.Tensor:
@@ -61,6 +64,6 @@ class MLPConnector(Connector):
         x = F.avg_pool2d(features.permute(0, 3, 1, 2), p)
         return x.permute(0, 2, 3, 1)
 
-    def forward(self, features, layouts, **context):
+    def forward(self, features, layouts, pixel_values=None):
         x = self.proj(self.pool(features))  # (N, h, w, D)
         return [t.reshape(-1, t.shape[-1]) for t in split_by_image(x, layouts)]

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..errors import LoupeError
 from ..registry import CONNECTORS
+from ..tokens import Visual, wrap
 from .base import Connector, split_by_image
 from ..validation import bounded
 
@@ -26,6 +27,9 @@ class PatchMergeConnector(Connector):
     class Config:
         merge_size: int = bounded(2, min=1)
         layer_norm_eps: float = bounded(1e-6, gt=0.0)
+
+        image_start: str | None = None  # a special token written before the image (released: '<|vision_start|>')
+        image_end: str | None = None  # ... and after it ('<|vision_end|>')
 
         def __post_init__(self):
             if self.merge_size <= 0:
@@ -45,14 +49,17 @@ class PatchMergeConnector(Connector):
         return grid[0] // m, grid[1] // m
 
     @classmethod
-    def num_tokens(cls, config, layout, grids) -> int:
-        return sum(w * h for w, h in (cls._out_grid(config, g) for g in grids))
+    def token_plan(cls, config, layout, grids) -> tuple:
+        """Each tile's output grid, in layout order."""
+        return wrap([Visual(w * h, grid=(w, h), role=role)
+                     for (w, h), role in zip((cls._out_grid(config, g) for g in grids), layout.roles)],
+                    config.image_start, config.image_end)
 
     @classmethod
     def flops(cls, config, layout, grids, in_dim: int, out_dim: int) -> dict[str, int]:
         """2 x MACs of the merger's two linears on every merged token."""
         hidden = in_dim * config.merge_size ** 2
-        proj = cls.num_tokens(config, layout, grids) * (2 * hidden * hidden + 2 * hidden * out_dim)
+        proj = cls.num_visual_tokens(config, layout, grids) * (2 * hidden * hidden + 2 * hidden * out_dim)
         return {"projector": proj, "total": proj}
 
     def merge(self, t):
@@ -62,7 +69,7 @@ class PatchMergeConnector(Connector):
         self._out_grid(self.config, (w, h))
         return t.reshape(h // m, m, w // m, m, c).permute(0, 2, 1, 3, 4).reshape(-1, m * m * c)
 
-    def forward(self, features, layouts, **context):
+    def forward(self, features, layouts, pixel_values=None):
         """``features``: (N, gh, gw, C), or a list of per-tile (gh_i, gw_i, C) maps for native-aspect tiles."""
         tiles = list(features) if isinstance(features, (list, tuple)) else list(features.unbind(0))
         merged = [self.mlp(self.merge(self.ln_q(t))) for t in tiles]

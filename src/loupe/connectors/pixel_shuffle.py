@@ -16,6 +16,7 @@ from torch import nn
 
 from ..errors import LoupeError
 from ..registry import CONNECTORS
+from ..tokens import Visual, wrap
 from .base import Connector, split_by_image
 from ..validation import bounded
 
@@ -35,6 +36,9 @@ class PixelShuffleConnector(Connector):
         scale: float = bounded(0.5, gt=0.0, max=1.0)
         layer_norm_eps: float = bounded(1e-5, gt=0.0)
 
+        image_start: str | None = None  # a special token written before the image (released: '<img>')
+        image_end: str | None = None  # ... and after it ('</img>')
+
         def __post_init__(self):
             if not 0 < self.scale <= 1 or abs(1 / self.scale - round(1 / self.scale)) > 1e-9:
                 raise ValueError(f"scale must be 1/k for a whole k, got {self.scale}")
@@ -53,18 +57,21 @@ class PixelShuffleConnector(Connector):
         return grid[0] // k, grid[1] // k
 
     @classmethod
-    def num_tokens(cls, config, layout, grids) -> int:
-        return sum(w * h for w, h in (cls._out_grid(config, g) for g in grids))
+    def token_plan(cls, config, layout, grids) -> tuple:
+        """Each tile's output grid, in layout order."""
+        return wrap([Visual(w * h, grid=(w, h), role=role)
+                     for (w, h), role in zip((cls._out_grid(config, g) for g in grids), layout.roles)],
+                    config.image_start, config.image_end)
 
     @classmethod
     def flops(cls, config, layout, grids, in_dim: int, out_dim: int) -> dict[str, int]:
         """2 x MACs of the two linears on every shuffled token (LayerNorm and the shuffle not counted)."""
         k = round(1 / config.scale)
-        n = cls.num_tokens(config, layout, grids)
+        n = cls.num_visual_tokens(config, layout, grids)
         proj = n * (2 * in_dim * k * k * out_dim + 2 * out_dim * out_dim)
         return {"projector": proj, "total": proj}
 
-    def forward(self, features, layouts, **context):
+    def forward(self, features, layouts, pixel_values=None):
         self._out_grid(self.config, (features.shape[2], features.shape[1]))
         x = self.mlp(pixel_shuffle(features, self.config.scale))
         return [t.reshape(-1, t.shape[-1]) for t in split_by_image(x, layouts)]

@@ -54,6 +54,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import LoupeError
+from ..tokens import fill_spans, num_positions
 from ..images import load_image
 from ..templates import get_template
 
@@ -243,9 +244,11 @@ def encode_sample(processor, messages: list[dict], images: list, template: str |
     image_id = processor.image_token_id
     out: dict[str, Any] = {}
     counts: list[int] = []
+    plans: list = []
     if images:
         feats, layouts = processor.image_processor.process(images)
-        counts = [processor.image_processor.geometry.num_tokens(lay) for lay in layouts]
+        plans = [processor.image_processor.geometry.token_plan(lay) for lay in layouts]
+        counts = [num_positions(p) for p in plans]
         out["pixel_values"], out["image_sizes"] = feats["pixel_values"], feats["image_sizes"]
     n_slots = ids.count(image_id)
     if n_slots != len(counts):
@@ -265,6 +268,7 @@ def encode_sample(processor, messages: list[dict], images: list, template: str |
             raise SampleError("too_long", f"{len(full_ids)} tokens with an image ending at {last_image + 1}, over "
                               f"max_length {max_length}; not cut inside an image")
         full_ids, labels = full_ids[:max_length], labels[:max_length]
+    full_ids = fill_spans(full_ids, plans, image_id, tok)  # the plans' text positions (labels stay -100)
     if all(x == IGNORE_INDEX for x in labels[1:]):
         raise SampleError("no_labels", f"no assistant token left within max_length {max_length}")
     out["input_ids"] = torch.tensor(full_ids, dtype=torch.long)

@@ -11,6 +11,7 @@ weights expect), which the processor uses.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from contextlib import nullcontext
 
 import torch
@@ -42,7 +43,11 @@ class _Onloaded:
         return False
 
 
-class VisionEncoder(nn.Module):
+class VisionEncoder(nn.Module, ABC):
+    """Contract (every abstract member must be defined, or registration fails): :meth:`feature_grid`,
+    :meth:`output_dim` and :meth:`flops` (pure, from the config) and :meth:`forward` (tiles -> feature maps:
+    a (N, gh, gw, C) tensor, or a list of per-tile (gh_i, gw_i, C) maps when native-aspect tiles differ in size)."""
+
     Config: type
     registry_name: str = ""
     #: module class names FSDP should not split (models declare, strategies decide)
@@ -53,13 +58,21 @@ class VisionEncoder(nn.Module):
         self.config = config
 
     @classmethod
+    @abstractmethod
     def feature_grid(cls, config, tile_size: tuple[int, int]) -> tuple[int, int]:
         """(grid_w, grid_h) of the feature map for a tile of (width, height) pixels."""
-        raise NotImplementedError
 
     @classmethod
+    @abstractmethod
     def output_dim(cls, config) -> int:
-        raise NotImplementedError
+        """Channels of the feature maps."""
+
+    @classmethod
+    @abstractmethod
+    def flops(cls, config, tile_size: tuple[int, int], all_layers: bool = False) -> dict[str, int]:
+        """Analytic FLOPs (2 x MACs) of one tile of (W, H) px: ``{..., "total": ...}``. ``all_layers``: every block
+        (the papers' convention) rather than the blocks :meth:`forward` runs (they differ when a layer before the
+        last is taken)."""
 
     @property
     def out_dim(self) -> int:
@@ -76,5 +89,6 @@ class VisionEncoder(nn.Module):
     def load_pretrained(self, path: str) -> None:  # pragma: no cover - per encoder
         raise NotImplementedError(f"{type(self).__name__} cannot load pretrained weights")
 
-    def forward(self, pixel_values: torch.Tensor, layouts=None) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def forward(self, pixel_values: torch.Tensor, layouts=None) -> torch.Tensor | list[torch.Tensor]:
+        """(N, 3, H, W) tiles of all images (``layouts``: one per image) -> feature maps, channels last."""

@@ -239,7 +239,7 @@ class ConvNeXtEncoder(VisionEncoder):
         return int(config.hidden_sizes[-1])
 
     @classmethod
-    def flops(cls, config, tile_size) -> dict[str, int]:
+    def flops(cls, config, tile_size, all_layers: bool = False) -> dict[str, int]:
         """Analytic FLOPs (2 x MACs of convs and linears, as FlopCounterMode counts) of one tile of (W, H) px.
 
         Returns ``{"stem": ..., "stage1": ..., ..., "total": ...}``; LN, GELU, bias and residual adds are

@@ -92,6 +92,23 @@ class TinyConvEncoder(VisionEncoder):
     def output_dim(cls, config) -> int:
         return int(config.width)
 
+    @classmethod
+    def flops(cls, config, tile_size, all_layers: bool = False) -> dict[str, int]:
+        """2 x MACs of one tile: the three stride-2 3x3 convs, the coordinate map, and each block's attention
+        projections (8 N C^2), score and AV matmuls (4 N^2 C) and FFN (16 N C^2). Norms, GELU and adds not counted."""
+        chans = [3, *config.stem, config.width]
+        h, w = int(tile_size[1]), int(tile_size[0])
+        stem = 0
+        for i in range(3):
+            h, w = -(-h // 2), -(-w // 2)
+            stem += 2 * h * w * chans[i] * chans[i + 1] * 9
+        n, c = h * w, int(config.width)
+        coord = 2 * n * 4 * int(config.n_freq) * c
+        attn = 4 * n * n * c
+        layers = int(config.depth) * (8 * n * c * c + 16 * n * c * c + attn)
+        return {"stem": stem, "coord": coord, "attention": int(config.depth) * attn, "layers": layers,
+                "total": stem + coord + layers}
+
     @staticmethod
     def _tile_table(layouts) -> tuple[list, list]:
         """Per tile of the flat batch: its box in whole-image [0, 1] coordinates, and its role id."""

@@ -1,9 +1,8 @@
 """Each part's own analytic FLOPs, looked up by the profiler, and the cross-check against a counted run.
 
-Parts own their accounting (architecture principle 11): an encoder class may define
-``flops(config, tile_size[, all_layers=True]) -> {"total": ...}`` (per tile of (W, H) px) and a connector class
-``flops(config, layout, grids, in_dim, out_dim) -> {"total": ...}`` (per image). A part without one is
-reported as ``analytic: None`` and flagged; its counted value is used.
+Parts own their accounting: every encoder defines ``flops(config, tile_size, all_layers=False) -> {"total": ...}``
+(per tile of (W, H) px) and every connector ``flops(config, layout, grids, in_dim, out_dim) -> {"total": ...}`` (per
+image): both are abstract members of the part contracts, so a part without one cannot be registered.
 """
 
 from __future__ import annotations
@@ -13,29 +12,17 @@ from collections import Counter as _Tally
 TOLERANCE = 0.02  # flag any analytic / counted gap above 2%
 
 
-def encoder_flops(encoder_cls, config, tile_sizes, all_layers: bool) -> int | None:
-    """Sum of the encoder's analytic FLOPs over the tiles, or None when it has no ``flops``."""
-    fn = getattr(encoder_cls, "flops", None)
-    if fn is None:
-        return None
+def encoder_flops(encoder_cls, config, tile_sizes, all_layers: bool) -> int:
+    """Sum of the encoder's analytic FLOPs (its :meth:`~loupe.encoders.base.VisionEncoder.flops`) over the tiles."""
     total = 0
     for size, n in _Tally(tuple(s) for s in tile_sizes).items():
-        try:
-            f = fn(config, size, all_layers=all_layers) if all_layers else fn(config, size)
-        except TypeError:  # no ``all_layers`` option: the encoder runs every block anyway
-            f = fn(config, size)
-        total += n * int(f["total"])
+        total += n * int(encoder_cls.flops(config, size, all_layers=all_layers)["total"])
     return total
 
 
-def connector_flops(connector_cls, config, layout, grids, in_dim: int, out_dim: int) -> int | None:
-    fn = getattr(connector_cls, "flops", None)
-    if fn is None:
-        return None
-    try:
-        return int(fn(config, layout, grids, in_dim, out_dim)["total"])
-    except TypeError:  # another signature: not comparable, fall back to the counted value
-        return None
+def connector_flops(connector_cls, config, layout, grids, in_dim: int, out_dim: int) -> int:
+    """The connector's analytic FLOPs of one image (its :meth:`~loupe.connectors.base.Connector.flops`)."""
+    return int(connector_cls.flops(config, layout, grids, in_dim, out_dim)["total"])
 
 
 def check(part: str, analytic: int | None, counted: int, hint: str = "") -> dict:

@@ -116,15 +116,15 @@ class _Profiler:
         px = pix(len(sizes), wmax, hmax)  # the processor's batch: tiles zero-padded to the largest
         with ActivationMeter(m.parameters()) as mv, Counter() as cv:
             feats = vt(px, layouts=[layout])
-        conn.aux_losses = {}
-        context = {"pixel_values": px, "embed_tokens": m.get_input_embeddings()}
+        context = {"pixel_values": px}
         with ActivationMeter(m.parameters()) as mc, Counter().exclude(self.mha) as cc:
             embeds = conn(feats, [layout], **context)
         with torch.no_grad(), PeakMeter() as peak_c:
             conn(feats, [layout], **context)
         feat_bytes = sum(f.untyped_storage().nbytes() for f in (feats if isinstance(feats, list) else [feats]))
-        if embeds[0].shape[0] != n_tokens:
-            raise LoupeError(f"{self.name}: connector gave {embeds[0].shape[0]} tokens, geometry says {n_tokens}")
+        if embeds[0].shape[0] != self.geometry.num_visual_tokens(layout):
+            raise LoupeError(f"{self.name}: connector gave {embeds[0].shape[0]} tokens, its token plan says "
+                             f"{self.geometry.num_visual_tokens(layout)}")
         return {"paper_vision": paper.total, "full_vision": cv.total, "connector": cc.total,
                 "connector_excluded": cc.excluded, "act_vision": mv.efficient, "act_connector": mc.efficient,
                 "attention": mv.attention + mc.attention, "peak": max(peak_v.peak, feat_bytes + peak_c.peak),

@@ -135,10 +135,11 @@ class Engine:
             kwargs["image_slicers"] = req.slicers
         enc = self.processor(images=req.images or None, text=[text], add_special_tokens=False, **kwargs)
         ids = enc["input_ids"][0]
-        image_tokens = int((ids == self.processor.image_token_id).sum())
         layouts = enc.get("image_layouts")
         if layouts is None and req.images:
             layouts = self.model.layouts(enc["image_sizes"])
+        # every position the images take (their token plans: visual slots and text spans such as separators)
+        image_tokens = sum(self.processor.image_processor.geometry.num_tokens(lay) for lay in (layouts or []))
         if self.max_positions and ids.shape[0] + req.max_tokens > self.max_positions:
             raise LoupeError(
                 f"the prompt is {ids.shape[0]} tokens ({image_tokens} visual) and max_tokens is {req.max_tokens}: "

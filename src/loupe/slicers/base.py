@@ -14,6 +14,7 @@ tensor, whose rows are ``(height, width)`` like transformers'.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -70,8 +71,9 @@ class SlicerConfig:
     tile_size: int = 336
 
 
-class Slicer:
-    """Base class; subclasses define ``Config`` (a dataclass), :meth:`plan` and :meth:`slice`."""
+class Slicer(ABC):
+    """Contract: ``Config`` (a dataclass), :meth:`plan` (pure geometry from the size) and :meth:`slice` (the pixels,
+    in the order of the plan); a slicer that lacks one fails at registration."""
 
     Config = SlicerConfig
     registry_name: str = ""
@@ -79,11 +81,13 @@ class Slicer:
     def __init__(self, config):
         self.config = config
 
-    def plan(self, image_size: Size) -> Layout:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def plan(self, image_size: Size) -> Layout:
+        """The layout of an image of (width, height): no pixels, no allocation (check buffers here first)."""
 
-    def slice(self, image: Image.Image) -> tuple[list[np.ndarray], Layout]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def slice(self, image: Image.Image) -> tuple[list[np.ndarray], Layout]:
+        """uint8 (h, w, 3) tiles in layout order, and the layout."""
 
     @staticmethod
     def check_image_size(image_size: Sequence[int]) -> Size:
