@@ -35,6 +35,10 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .errors import LoupeError
 
+#: OpenAI CLIP's image normalisation (``CLIPImageProcessor`` of ``openai/clip-vit-large-patch14-336``): the
+#: mean and std of every CLIP-based preset, and the mean whose ``int(x * 255)`` is LLaVA's ``expand2square`` fill.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 #: Default cap on width x height (about 8192 x 8192); configurable per processor and per call.
 DEFAULT_MAX_PIXELS = 1 << 26
 #: Default cap on any buffer a slicer allocates besides the image itself (a padded square, an intermediate
@@ -64,15 +68,23 @@ def _name(source: Any) -> str:
     return f"<{type(source).__name__}>"
 
 
-def check_size(width: int, height: int, max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str = "image") -> None:
-    """Reject 0-pixel sides and images over the pixel cap."""
-    if width <= 0 or height <= 0:
-        raise LoupeError(f"{name} has a zero-size side ({width}x{height} pixels)")
-    if max_pixels is not None and width * height > max_pixels:
+def check_size(width: int, height: int, max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str = "image",
+               knob: str = "max_image_pixels") -> tuple[int, int]:
+    """``(width, height)`` as ints; :class:`LoupeError` on a 0-pixel side or more than ``max_pixels`` pixels.
+
+    The one size check of the package: :func:`load_image`, the processor and every slicer's ``plan``
+    (through :func:`loupe.slicers.geometry.check_size`) call it. ``name`` names the image in the message,
+    ``knob`` the option that raises the cap.
+    """
+    w, h = int(width), int(height)
+    if w <= 0 or h <= 0:
+        raise LoupeError(f"{name} has a zero-size side ({w}x{h} pixels)")
+    if max_pixels is not None and w * h > max_pixels:
         raise LoupeError(
-            f"{name} is {width}x{height} = {width * height:,} pixels, over the cap of {max_pixels:,} "
-            f"(possible decompression bomb); raise max_image_pixels if this is intended"
+            f"{name} is {w}x{h} = {w * h:,} pixels, over the cap of {max_pixels:,} "
+            f"(possible decompression bomb); raise {knob} if this is intended"
         )
+    return w, h
 
 
 def load_image(source: ImageLike, max_pixels: int | None = DEFAULT_MAX_PIXELS, *, allow_urls: bool = False,

@@ -102,7 +102,8 @@ def _check(proc, src, cap):
         assert tuple(pv.shape) == (lay.num_tiles, 3, th, tw), (tuple(pv.shape), lay)
         assert out["image_sizes"].tolist() == [[h, w]]
         n = int((out["input_ids"] == proc.image_token_id).sum())
-        assert n == proc.num_image_tokens((w, h)), (n, proc.num_image_tokens((w, h)))
+        # the image_token_id slots are the plan's visual tokens; num_image_tokens also counts its text spans
+        assert n == ip.geometry.num_visual_tokens((w, h)), (n, ip.geometry.num_visual_tokens((w, h)))
         assert torch.isfinite(pv).all()
         return "ok"
     finally:

@@ -33,12 +33,11 @@ import torch.nn.functional as F
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from ..errors import LoupeError
+from ..images import CLIP_MEAN, CLIP_STD  # noqa: F401  (re-exported: the statistics of this encoder)
 from ..registry import ENCODERS
 from .base import VisionEncoder, onloaded
 from ..validation import bounded
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 #: openai/clip-vit-large-patch14-336, vision tower
 CLIP_L_336 = dict(

@@ -28,9 +28,18 @@ arm's views); ConvLLaVA and FILA bring their own encoders, pretrained the same w
   ``loupe.build("demo-uhd-v2", connector={"feature_scale_mask": 5})`` is the released configuration.
 * ``demo-fila`` (:mod:`loupe.presets.fila`) — FILA: anyres tiles through a small CLIP ViT with a ConvNeXt over the
   whole canvas fused by CVFM.
+
+Pad colour: every arm that pads to a square (``pad``; ``dcm`` and ``aspect`` in their square modes) fills with its
+own encoder's ``image_mean``, LLaVA's rule ``tuple(int(x * 255) for x in image_processor.image_mean)``
+(``expand2square`` in ``llava/mm_utils.py``), so padding normalises to 0 as in the official pipeline. The demo
+encoders normalise with 0.5, so ``demo-lowres`` and ``demo-convllava`` pad with (127, 127, 127). [IMPORTANT] These
+two arms used to pad with CLIP's (122, 116, 104) while normalising with 0.5 (issue #18): on the benchmark's
+non-square sizes (160x96, 96x160) their padding pixels, and so their trained results, differ slightly from
+runs made before the change; square images are unchanged.
 """
 
 from . import TINY_IMAGE_TOKEN_ID, TINY_TOKENIZER, register_preset
+from ..registry import ENCODERS
 
 DEMO_SIZES = [[128, 128], [160, 96], [96, 160]]
 DEMO_TILE = 32
@@ -43,9 +52,16 @@ DEMO_CONVNEXT = {"name": "convnext", "depths": (1, 1, 1, 1, 1), "hidden_sizes": 
                  "torch_init": True, "image_mean": (0.5, 0.5, 0.5), "image_std": (0.25, 0.25, 0.25)}
 
 
+#: the slicers that pad to a square with ``fill`` (``expand2square``)
+PADDING_SLICERS = ("pad", "dcm", "aspect")
+
+
 def _demo(slicer: dict, vision: dict | None = None, connector: dict | None = None) -> dict:
+    vision = dict(vision or DEMO_VISION)
+    if slicer["name"] in PADDING_SLICERS and "fill" not in slicer:  # pad with the encoder's own mean (docstring)
+        slicer = {**slicer, "fill": tuple(ENCODERS.config(vision).image_mean)}
     return {
-        "config": dict(slicer=slicer, vision=dict(vision or DEMO_VISION), connector=dict(connector or DEMO_CONNECTOR),
+        "config": dict(slicer=slicer, vision=vision, connector=dict(connector or DEMO_CONNECTOR),
                        text_config=dict(DEMO_LLM), image_token_id=TINY_IMAGE_TOKEN_ID),
         "tokenizer": dict(TINY_TOKENIZER),
     }

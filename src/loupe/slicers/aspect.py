@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..images import DEFAULT_MAX_PIXELS, MAX_CANVAS_PIXELS, to_rgb
+from ..images import CLIP_MEAN, DEFAULT_MAX_PIXELS, MAX_CANVAS_PIXELS, to_rgb
 from ..registry import SLICERS
 from .base import Layout, Slicer
 from .geometry import aspect_size, check_canvas, check_size
-from .pad import CLIP_MEAN, fill_colour, square_paste_offset
+from .pad import expand2square, square_paste_offset
 from ..validation import bounded
 
 
@@ -71,11 +71,8 @@ class AspectSlicer(Slicer):
     def slice(self, image: Image.Image):
         layout = self.plan(image.size)
         image = to_rgb(image)
-        if self.config.mode == "square" and image.size[0] != image.size[1]:
-            side, x0, y0 = square_paste_offset(*image.size)
-            sq = Image.new("RGB", (side, side), fill_colour(self.config.fill))
-            sq.paste(image, (x0, y0))
-            image = sq
+        if self.config.mode == "square":
+            image = expand2square(image, self.config.fill)
         size = layout.tile_sizes[0]
         if image.size != size:
             image = image.resize(size, resample=Image.BICUBIC)

@@ -89,13 +89,6 @@ class Slicer(ABC):
     def slice(self, image: Image.Image) -> tuple[list[np.ndarray], Layout]:
         """uint8 (h, w, 3) tiles in layout order, and the layout."""
 
-    @staticmethod
-    def check_image_size(image_size: Sequence[int]) -> Size:
-        w, h = int(image_size[0]), int(image_size[1])
-        if w <= 0 or h <= 0:
-            raise LoupeError(f"cannot slice an image with a zero-size side ({w}x{h} pixels)")
-        return w, h
-
 
 def normalize(tiles: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """uint8 (N, H, W, 3) -> float32 (N, 3, H, W): ``(x / 255 - mean) / std``, vectorised.

@@ -39,11 +39,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..images import DEFAULT_MAX_PIXELS, MAX_CANVAS_PIXELS, to_rgb
+from ..images import CLIP_MEAN, DEFAULT_MAX_PIXELS, MAX_CANVAS_PIXELS, to_rgb
 from ..registry import SLICERS
 from .base import Layout, Slicer
 from .geometry import check_canvas, check_size, dcm_grid
-from .pad import CLIP_MEAN, fill_colour, square_paste_offset
+from .pad import expand2square, square_paste_offset
 from ..validation import bounded
 
 
@@ -141,11 +141,7 @@ class DCMSlicer(Slicer):
         image = to_rgb(image)
         cw, ch = layout.canvas_size
         if self.config.layout == "official":
-            side, x0, y0 = square_paste_offset(*image.size)
-            if image.size[0] != image.size[1]:
-                sq = Image.new("RGB", (side, side), fill_colour(self.config.fill))
-                sq.paste(image, (x0, y0))
-                image = sq
+            image = expand2square(image, self.config.fill)
         rsz = tuple(layout.meta["resized_size"])
         if image.size != rsz:
             image = image.resize(rsz, resample=Image.BICUBIC)

@@ -25,6 +25,7 @@ import math
 from typing import Sequence
 
 from ..errors import LoupeError
+from ..images import check_size as _check_size
 
 Size = tuple[int, int]
 
@@ -33,13 +34,8 @@ LLAVA_16_PINPOINTS: tuple[Size, ...] = ((336, 672), (672, 336), (672, 672), (100
 
 
 def check_size(image_size: Sequence[int], max_pixels: int | None = None) -> Size:
-    """(W, H) as ints; :class:`LoupeError` on a 0-pixel side or more than ``max_pixels`` pixels."""
-    w, h = int(image_size[0]), int(image_size[1])
-    if w <= 0 or h <= 0:
-        raise LoupeError(f"cannot slice an image with a zero-size side ({w}x{h} pixels)")
-    if max_pixels is not None and w * h > max_pixels:
-        raise LoupeError(f"image of {w}x{h} = {w * h:,} pixels is over the cap of {max_pixels:,} pixels")
-    return w, h
+    """(W, H) as ints for a slicer's ``plan``: :func:`loupe.images.check_size` with the slicer's ``max_pixels``."""
+    return _check_size(image_size[0], image_size[1], max_pixels, knob="max_pixels")
 
 
 def check_canvas(slicer: str, image_size: Sequence[int], buffer_size: Sequence[int], limit: int | None,

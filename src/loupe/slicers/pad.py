@@ -24,13 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..images import MAX_CANVAS_PIXELS
+from ..images import CLIP_MEAN, MAX_CANVAS_PIXELS
 from ..registry import SLICERS
 from .base import Layout, Slicer, pil_resize
-from .geometry import check_canvas
+from .geometry import check_canvas, check_size
 from ..validation import bounded
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 
 
 def fill_colour(mean=CLIP_MEAN) -> tuple[int, int, int]:
@@ -42,6 +40,18 @@ def square_paste_offset(width: int, height: int) -> tuple[int, int, int]:
     """(side, x_offset, y_offset) of ``expand2square``."""
     side = max(width, height)
     return side, (side - width) // 2, (side - height) // 2
+
+
+def expand2square(image: Image.Image, mean=CLIP_MEAN) -> Image.Image:
+    """LLaVA's ``expand2square`` (``llava/mm_utils.py``): ``image`` pasted at :func:`square_paste_offset` on a
+    max(W, H) square of :func:`fill_colour` ``(mean)``; a square image is returned as is. The one padding of the
+    ``pad``, ``dcm`` (official layout) and ``aspect`` (``mode="square"``) slicers."""
+    if image.size[0] == image.size[1]:
+        return image
+    side, x0, y0 = square_paste_offset(*image.size)
+    canvas = Image.new("RGB", (side, side), fill_colour(mean))
+    canvas.paste(image, (x0, y0))
+    return canvas
 
 
 @SLICERS.register("pad")
@@ -58,7 +68,7 @@ class PadSlicer(Slicer):
                 raise ValueError(f"mode must be 'pad', 'resize' or 'crop', got {self.mode!r}")
 
     def plan(self, image_size) -> Layout:
-        w, h = self.check_image_size(image_size)
+        w, h = check_size(image_size)
         t = self.config.tile_size
         if self.config.mode == "pad":
             side, x0, y0 = square_paste_offset(w, h)
@@ -88,11 +98,7 @@ class PadSlicer(Slicer):
         layout = self.plan(image.size)
         t = self.config.tile_size
         if self.config.mode == "pad":
-            side, x0, y0 = square_paste_offset(*image.size)
-            if image.size[0] != image.size[1]:
-                canvas = Image.new("RGB", (side, side), fill_colour(self.config.fill))
-                canvas.paste(image, (x0, y0))
-                image = canvas
+            image = expand2square(image, self.config.fill)
         if self.config.mode == "crop":
             (rw, rh), (cx, cy) = crop_resize_size(*image.size, t)
             resized = np.asarray(pil_resize(image, (rw, rh)), dtype=np.uint8)
