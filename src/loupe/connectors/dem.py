@@ -1,5 +1,5 @@
-"""``dem`` — INF-LLaVA's Dual-perspective Enhancement Module + ``mlp2x_gelu`` projector (spec §1.2-1.3; paper
-§4.3, Eq. 7 and 18-27; official ``SpatialEmbed`` / ``MultiHeadedAttention`` / ``encode_images`` in
+"""``dem`` — INF-LLaVA's Dual-perspective Enhancement Module + ``mlp2x_gelu`` projector (paper arXiv
+2407.16198 §4.3, Eq. 7 and 18-27; official ``SpatialEmbed`` / ``MultiHeadedAttention`` / ``encode_images`` in
 ``INF_llava/model/llava_arch.py``).
 
 Input: the ``dcm`` layout of one image: n = n_W x n_H local tiles (row-major), n global phase tiles (row phase
@@ -63,8 +63,8 @@ Paper variants, by name (defaults = official code, so the released checkpoints l
   overview repeated onto it; a token-budget knob for ablations, not in the paper.
 
 Accounting: :meth:`DEMConnector.num_tokens` (pure), :meth:`DEMConnector.flops` and :func:`dem_cost` (the
-DEM vs full cross-attention over the two mosaics, FLOPs and attention-matrix elements; performance anchors §4:
-113.5 vs 309 GFLOPs, 47.8M vs 430M elements at 1008 px).
+DEM vs full cross-attention over the two mosaics, FLOPs and attention-matrix elements, as counted by
+:func:`dem_cost`: 113.5 vs 309 GFLOPs, 47.8M vs 430M elements at 1008 px).
 """
 
 from __future__ import annotations

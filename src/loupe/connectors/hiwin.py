@@ -2,8 +2,8 @@
 
 Paper §3.2-3.4; official ``AdaptSpatialResampler.forward_with_featup`` (``mm_projector_type
 adapt_spatial_resampler_v2``, ``llava/model/multimodal_projector/adapt_spatial_resampler.py``) and the token
-organisation of ``llava_arch.py`` (spec §3.4-3.5). Per tile (slice or overview; ``native_aspect`` CLIP maps of any
-grid, tiles of equal grid batched):
+organisation of ``llava_arch.py`` (``UsePermute=False``), branch ``LLaVA-UHD-v2`` of thunlp/LLaVA-UHD. Per tile (slice
+or overview; ``native_aspect`` CLIP maps of any grid, tiles of equal grid batched):
 
 1. the inverse semantic pyramid: :class:`~loupe.connectors.vdim.VDIM` guided by the tile's pixels -> levels
    1x/2x/4x, those of ``feature_scale_mask`` kept (official scripts: 5 = {1x, 4x});
@@ -218,7 +218,8 @@ class HiwinConnector(Connector):
         ``vdim``, ``projectors`` (Linear(C, D) on every pixel of every level), ``roi_align`` (the two window
         einsums on keys and values), ``mha`` (4 sets: q/k/v/out projections on keys padded to the image's longest,
         score and AV products), ``merge`` (cat_proj, proj). ``total`` includes the MHA unless ``attention=False``;
-        ``total_without_mha`` always excludes it (the paper's 17.5 TFLOPs convention, performance-anchors §3)."""
+        ``total_without_mha`` always excludes it (the convention under which the LLaVA-UHD v2 paper's 17.5 TFLOPs
+        is reproduced)."""
         d, g = out_dim, config.grid_size
         levels, n = levels_of(config.feature_scale_mask), len(grids)
         out = {"vdim": 0, "projectors": 0, "roi_align": 0}

@@ -1,4 +1,4 @@
-"""``llava_next`` — LLaVA-NeXT's projector + ``spatial_unpad`` merge (spec §0.2; official
+"""``llava_next`` — LLaVA-NeXT's projector + ``spatial_unpad`` merge (LLaVA-NeXT, 2024; official
 ``LlavaMetaForCausalLM.prepare_inputs_labels_for_multimodal``, ``mm_patch_merge_type="spatial_unpad"``).
 
 Per image, with the ``anyres`` layout ``[overview, tile_1 .. tile_n]`` (grid cols x rows):
@@ -12,7 +12,7 @@ Per image, with the ``anyres`` layout ``[overview, tile_1 .. tile_n]`` (grid col
    ``model.image_newline``; init randn(D)/sqrt(D));
 5. output ``[overview gh*gw tokens, unpadded rows with newlines]`` -> (gh*gw + h*(w+1), D).
 
-672x672 with CLIP-L/336: 576 + 48*48 + 48 = 2928 tokens (errata; the issue's 2880 ignores newlines).
+672x672 with CLIP-L/336: 576 + 48*48 + 48 = 2928 tokens (2880 without the newlines).
 
 ``merge``: ``"spatial_unpad"`` (official), ``"spatial"`` (stitched map, no unpad, no newline: the official
 ``spatial`` branch), ``"flat"`` (every tile's tokens in layout order: the official ``flat``).

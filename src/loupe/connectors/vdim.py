@@ -2,7 +2,7 @@
 
 Paper §3.2 (eq. 1): each level doubles the previous one's resolution, guided by the image. Official code: FeatUp's
 ``JBULearnedRange`` / ``JBU4xStack`` / ``JBU2xStack`` in ``featup/upsamplers.py`` of thunlp/LLaVA-UHD (branch
-``LLaVA-UHD-v2``), held by the Hiwin projector as ``mm_projector.upsampler.upsampler`` (spec §3.3). Keys here:
+``LLaVA-UHD-v2``), held by the Hiwin projector as ``mm_projector.upsampler.upsampler``. Keys here:
 ``up1.*``, ``up2.*``, ``fixup_proj.1.*`` (same tails as the official ones, see :mod:`loupe.convert.llava_uhd_v2`).
 
 One :class:`JBULearnedRange` stage, source (B, C, h, w) and guidance G (B, 3, H, W) = the slice pixels

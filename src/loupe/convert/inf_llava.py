@@ -1,4 +1,5 @@
-"""Released INF-LLaVA checkpoints -> a Loupe ``inf-llava-8b`` model (spec §1.4).
+"""Released INF-LLaVA checkpoints -> a Loupe ``inf-llava-8b`` model (hub collection ``WeihuangLin/inf-llava``; keys as
+saved by ``INF_llava/train/train.py`` of WeihuangLin/INF-LLaVA).
 
 The released layout (``WeihuangLin/INF-LLaVA-sft``, ``INF_star-LLaVA-sft``; ``model_type`` ``llava_llama``)::
 

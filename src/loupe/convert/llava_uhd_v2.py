@@ -1,4 +1,5 @@
-"""Released LLaVA-UHD v2 checkpoints -> a Loupe ``llava-uhd-v2-*`` model (spec §3.7).
+"""Released LLaVA-UHD v2 checkpoints -> a Loupe ``llava-uhd-v2-*`` model (hub ``YipengZhang/LLaVA-UHD-v2*``, README of
+the ``LLaVA-UHD-v2`` branch of thunlp/LLaVA-UHD).
 
 The released layout (``YipengZhang/LLaVA-UHD-v2-Vicuna-7B`` / ``-13B`` / ``-Qwen2.0-7B``, ``llava_llama`` /
 ``llava_qwen``; ``mm_projector_type adapt_spatial_resampler_v2``)::

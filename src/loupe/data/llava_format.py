@@ -15,9 +15,10 @@ what ``processor(images, text=rendered, add_special_tokens=False)`` gives (teste
 A record with images but no ``<image>`` gets ``<image>\\n`` per image at the start of its first user turn
 (LLaVA's ``preprocess_multimodal`` puts the image first too).
 
-Length: sequences longer than ``max_length`` are cut at the end (as LLaVA cuts after image expansion, spec §5),
-but never inside or before an image span: such a sample is dropped as ``too_long``; one left without any label
-is dropped as ``no_labels``.
+Length: sequences longer than ``max_length`` are cut at the end (as LLaVA cuts to ``tokenizer_model_max_length`` after
+image expansion, ``prepare_inputs_labels_for_multimodal`` in ``llava/model/llava_arch.py``), but never inside or
+before an image span: such a sample is dropped as ``too_long``; one left without any label is dropped as
+``no_labels``.
 
 Bad records — design choice: **a fast upfront pass plus lazy checks, both counted**, one per record
 *position* (file line or list index; LLaVA's data mixes repeat ids, so ids alone would undercount), each

@@ -9,15 +9,15 @@ Questions, single-word answers scored by exact match:
 * ``layout`` — "Is the big shape on the left or the right?" (chance 50%): needs the whole image, and
   survives downscaling, so a low-resolution baseline can answer it (the task is fair, not broken for it).
 
-Tags sit on the 8-px patch grid and wholly inside one ``tile``-px tile by default (measured: tags placed
-anywhere learn far slower on a CPU budget, ``../shared/specs/demo-learning-facts.md``); ``straddle`` > 0
-moves that share of tags across a tile boundary (for methods that fuse across crops), half a patch off the
-grid, and ``shift`` > 0 puts that share of the others half a patch off the grid too but wholly inside one
-tile (whole tags at the straddling tags' patch phase: pretraining data for the tile-border test). Sizes are drawn from
-``sizes`` (multiples of ``tile``), so images of several aspect ratios appear. Deterministic from ``seed``;
-train and test come from different seeds. Written as LLaVA-format JSON (``id``, ``image``,
-``conversations``): train records are one two-turn conversation per image (both questions, random
-order); test records are one question each, with ``category`` and ``answer`` fields for scoring.
+Tags sit on the 8-px patch grid and wholly inside one ``tile``-px tile by default (measured: tags placed anywhere
+learn far slower on a CPU budget, in a feasibility probe with tiny from-scratch models on 2 cores); ``straddle`` > 0
+moves that share of tags across a tile boundary (for methods that fuse across crops), half a patch off the grid, and
+``shift`` > 0 puts that share of the others half a patch off the grid too but wholly inside one tile (whole tags at
+the straddling tags' patch phase: pretraining data for the tile-border test). Sizes are drawn from ``sizes``
+(multiples of ``tile``), so images of several aspect ratios appear. Deterministic from ``seed``; train and test come
+from different seeds. Written as LLaVA-format JSON (``id``, ``image``, ``conversations``): train records are one
+two-turn conversation per image (both questions, random order); test records are one question each, with ``category``
+and ``answer`` fields for scoring.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ pretrains every distinct vision encoder once (a stand-in for CLIP / ConvNeXt pre
 of the baseline, anyres, INF-LLaVA, UHD v2) start from the same weights. Stage 2 trains each arm with Loupe's recipe
 runner. [LOUPE] choice: one instruct stage with every part trained at the same learning rate, for every arm, rather
 than each paper's freezing schedule: the papers freeze towers pretrained on millions of images, and from-scratch
-tiny parts only learn here when trained together (``../shared/specs/demo-learning-facts.md``); one recipe for all
+tiny parts only learn here when trained together (measured: a feasibility probe on 2 cores); one recipe for all
 arms also keeps the comparison about the image pathway alone. The papers' own stage layouts run in
 ``tests/training/test_method_recipes.py``.
 

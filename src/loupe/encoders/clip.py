@@ -1,7 +1,8 @@
 """``clip`` — a CLIP ViT (transformers' ``CLIPVisionModel`` weights), features of one hidden layer.
 
 LLaVA-1.5 and its descendants take ``hidden_states[-2]`` (the output of block 23 of 24, no
-``post_layernorm``) and drop the CLS token: 576 tokens on a 24x24 grid for a 336 tile (spec §0.1, §5).
+``post_layernorm``) and drop the CLS token: 576 tokens on a 24x24 grid for a 336 tile
+(``mm_vision_select_layer=-2`` and ``feature_select`` in LLaVA's ``llava/model/multimodal_encoder/clip_encoder.py``).
 
 [IMPORTANT] CLIP uses ``quick_gelu``; the config keeps it. Only the blocks needed for the selected layer
 are *run* (the last block is skipped for layer -2, as its output is unused), but all weights are *kept*,
@@ -12,7 +13,7 @@ Keys: ``vision_model.*`` as in a Hugging Face CLIP checkpoint (``vision_model.em
 ``vision_model.pre_layrnorm``, ``vision_model.encoder.layers.{i}.self_attn.{q,k,v,out}_proj`` ...); the
 module is transformers' own ``CLIPVisionModel``, so its loader handles both old and new key layouts.
 
-``native_aspect=True`` (LLaVA-UHD v2, spec §3.1; official ``AdaptCLIPVisionTransformer`` in
+``native_aspect=True`` (LLaVA-UHD v2, arXiv 2412.13871; official ``AdaptCLIPVisionTransformer`` in
 ``multimodal_encoder/adapt_clip_vision_model.py``): tiles of any patch grid. Each tile is cropped to its true size
 (``layouts[i].tile_sizes``; the processor zero-pads tiles of different sizes into one batch), patch-embedded, and
 given the 24x24 position table interpolated **bicubically** to its (h_p, w_p) (``align_corners=False``, in the

@@ -1,6 +1,6 @@
 """``convnext`` — ConvLLaVA's hierarchical vision encoder: a (five-stage) ConvNeXt, features of the last stage.
 
-Follows ``llava/model/multimodal_encoder/convnext_encoder.py`` of alibaba/conv-llava (spec §2.1) and the paper
+Follows ``llava/model/multimodal_encoder/convnext_encoder.py`` of alibaba/conv-llava and the paper
 (ConvLLaVA §3.1, "Five-stage ConvNeXt†"). The module is transformers' own ``ConvNextModel``, which builds a
 fifth stage natively from ``depths=[3,3,27,3,6], hidden_sizes=[...,3072]`` — exactly the ``ConvNextStage``
 (LN + Conv 2x2/2, then 6 blocks) that the official ``add_stage`` appends, with the same key names.
@@ -23,7 +23,7 @@ Shapes (ConvLLaVA-1536)::
 
 Weights: :meth:`ConvNeXtEncoder.load_pretrained` / :func:`load_state_dict_any` take Hugging Face names
 (``embeddings.patch_embeddings``, ``encoder.stages.s.layers.l.dwconv`` ...) or open_clip/timm names (``stem.0``,
-``stages.s.blocks.l.conv_dw`` ..., spec §2.4 table, :data:`KEY_MAP`), under any prefix of :data:`PREFIXES`.
+``stages.s.blocks.l.conv_dw`` ..., :data:`KEY_MAP`), under any prefix of :data:`PREFIXES`.
 Stages absent from a checkpoint (stage 5 of the 4-stage LAION ConvNeXt-L) are initialised fresh with HF's init
 (std 0.02, layer scale 1e-6) and reported; any other missing or unexpected key is a :class:`LoupeError`.
 Recipes select parts by stage (:meth:`~ConvNeXtEncoder.stage_prefixes`, :meth:`~ConvNeXtEncoder.freeze_before`);
@@ -54,7 +54,8 @@ CONVNEXT_L = dict(depths=(3, 3, 27, 3), hidden_sizes=(192, 384, 768, 1536))
 #: ConvLLaVA's ConvNeXt† (hub ``ConvLLaVA-ConvNeXt-{768,1024,1536}``): ConvNeXt-L + stage 5 (6 blocks, 3072)
 CONVNEXT_L_5STAGE = dict(depths=(3, 3, 27, 3, 6), hidden_sizes=(192, 384, 768, 1536, 3072))
 
-#: open_clip/timm name <-> HF ConvNextModel name (spec §2.4 table); data, {s} = stage, {b} = block
+#: open_clip/timm name <-> HF ConvNextModel name (``ConvLLaVA/ConvLLaVA-ConvNeXt-*`` keys vs timm's);
+#: data, {s} = stage, {b} = block
 KEY_MAP = (
     ("stem.0.", "embeddings.patch_embeddings."),
     ("stem.1.", "embeddings.layernorm."),
@@ -102,7 +103,7 @@ def _rename(sd: dict, table) -> dict:
 
 
 def convert_timm_to_hf(state_dict: dict) -> dict:
-    """open_clip/timm ConvNeXt trunk names -> HF ``ConvNextModel`` names (spec §2.4); unknown keys pass through."""
+    """open_clip/timm ConvNeXt trunk names -> HF ``ConvNextModel`` names (:data:`KEY_MAP`); others pass through."""
     return _rename(state_dict, TIMM_TO_HF)
 
 

@@ -1,8 +1,8 @@
 """CVFM — FILA/HyViLM's ConvNeXt-ViT Deep Fusion Module: one fusion of a ConvNeXt stage into a ViT layer.
 
-What is known (spec §4.1, [PAPER], the abstract only): a "ConvNeXt-ViT Deep Fusion Module" fuses
+What is known ([PAPER], the abstract of arXiv 2412.08378 only): a "ConvNeXt-ViT Deep Fusion Module" fuses
 "detailed global visual features" into the sub-image encoding at several levels ("leveraging information
-from different layers of the vision encoder"). Everything below is the inferred default of spec §4.3 [INF]
+from different layers of the vision encoder"). Everything below is Loupe's inferred default [INF]
 or a Loupe choice, each a configuration option of :class:`~loupe.encoders.hybrid.HybridEncoder`:
 
 One :class:`CVFM` per interaction layer, applied to the ViT hidden state ``x`` (n, 1 + g*g, C) of n tiles

@@ -1,12 +1,13 @@
 """``hybrid`` — FILA / HyViLM's Hybrid Encoder: CLIP-ViT on the crops, ConvNeXt on the whole canvas, fused deep.
 
 "Fine-Grained Vision Language Models" (arXiv 2412.08378, v1 "HyViLM"). No code or checkpoint exists; only the
-abstract is public (``../shared/papers/fila-hyvilm.txt``). Sources of each piece (spec §4):
+abstract is public (arXiv 2412.08378). Sources of each piece ([PAPER]: the abstract; [2ND]: third-party summaries
+(blogs), unverified; [INF]: Loupe's inferred default, every item an option):
 
 * [PAPER] a Hybrid Encoder that "encodes individual sub-images" of dynamic cropping with CLIP-ViT *and*
   "interacts with detailed global visual features", against semantic breaks at crop boundaries; a
   ConvNeXt-ViT Deep Fusion Module (CVFM, :mod:`loupe.encoders.cvfm`) over "different layers"; two stages.
-* [2ND/INF] the crops are LLaVA-NeXT anyres (spec §0.2; slicer ``anyres``, connector ``llava_next``); the
+* [2ND/INF] the crops are LLaVA-NeXT anyres (slicer ``anyres``, connector ``llava_next``); the
   ConvNeXt (default LAION CLIP-ConvNeXt-L, 4 stages 192..1536) sees the whole padded canvas resized by
   ``stride / patch`` = 32/14, so a 336 tile is 768 ConvNeXt pixels and its stage-4 grid is the ViT's 24x24;
   the overview tile gets its own ConvNeXt pass at 768; stage k feeds the ViT at the end of the k-th of four
@@ -30,7 +31,7 @@ overview first), and the canvas is normalised pixels, which bicubic resizing com
 whose weights sum to 1). The alternative, a slicer role carrying the canvas at 768/336 scale from the original
 image (sharper than upscaling the 336-per-tile canvas), would need a slicer change and is not done here.
 
-Not built (spec §4.3 "open point"): reading the abstract's "leveraging information from different layers" as also
+Not built (an open point): reading the abstract's "leveraging information from different layers" as also
 concatenating several ViT layers' outputs into the final features; the output here is the one ``select_layer``.
 
 Keys (in a Loupe model, under ``vision_tower.``): ``vision_model.*`` = the ``clip`` encoder's (transformers'
@@ -60,7 +61,7 @@ from .convnext import CONVNEXT_L, ConvNeXtEncoder
 from .cvfm import ALIGNS, CVFM, FUSIONS, cvfm_flops
 from ..validation import bounded
 
-#: the blog's interaction layers ([2ND], "suspicious" per spec §4.2)
+#: the blog's interaction layers ([2ND], unverified and suspicious: layer 2 is very early)
 BLOG_LAYERS = (2, 6, 12, 20)
 RESIZE_MODES = ("bicubic", "bilinear", "nearest", "area")
 
@@ -142,7 +143,7 @@ class HybridEncoder(VisionEncoder):
             """[(ViT block after which to fuse (1-based; 0 = after pre_layrnorm), ConvNeXt stage (1-based))].
 
             ``stage_ends`` [INF]: K = the fused stages (all, default), block_i = min(ceil(i * L / K), blocks run)
-            for L ViT layers: 24 layers, layer -2, 4 stages -> 6, 12, 18, 23 (spec §4.3).
+            for L ViT layers: 24 layers, layer -2, 4 stages -> 6, 12, 18, 23.
             """
             if self.fusion == "none":
                 return []

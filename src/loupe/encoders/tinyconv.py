@@ -1,11 +1,11 @@
 """``tinyconv`` — a small from-scratch vision encoder for CPU demos (a stand-in for CLIP, not a paper part).
 
-Measured design that learns a fine-detail task in minutes on 2 cores (``../shared/specs/demo-learning-facts.md``):
-a conv stem of three 3x3 stride-2 convs (3 -> 32 -> 64 -> ``width``, GELU) giving one token per 8x8 patch;
-plus a learned in-view position embedding, a role embedding (overview / local / global tile) and a linear
-map of Fourier features of each patch centre in **whole-image coordinates** (so tiles and the overview
-share one coordinate system; needs the layouts); ``depth`` pre-LN transformer blocks; a final LayerNorm.
-Pixels are normalised with mean 0.5 / std 0.25.
+Measured design that learns a fine-detail task in minutes on 2 cores (a feasibility probe with tiny from-scratch
+models): a conv stem of three 3x3 stride-2 convs (3 -> 32 -> 64 -> ``width``, GELU) giving one token per 8x8 patch;
+plus a learned in-view position embedding, a role embedding (overview / local / global tile) and a linear map of
+Fourier features of each patch centre in **whole-image coordinates** (so tiles and the overview share one coordinate
+system; needs the layouts); ``depth`` pre-LN transformer blocks; a final LayerNorm. Pixels are normalised with mean
+0.5 / std 0.25.
 
 Shapes: (N, 3, H, W) -> (N, H/8, W/8, width). With ``native_aspect`` (for LLaVA-UHD-style slicers whose tiles differ
 in size; the processor zero-pads them into one batch) each tile is cropped to ``layouts[i].tile_sizes`` and encoded

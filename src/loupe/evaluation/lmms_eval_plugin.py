@@ -1,6 +1,7 @@
 """lmms-eval plugin: a Loupe model on lmms-eval's own pipeline, without forking lmms-eval.
 
-Registration (spec §2.1, verified with lmms-eval 0.7.3): ``pyproject.toml`` declares the entry point
+Registration (lmms-eval's plugin entry points, ``lmms_eval/models/__init__.py``; verified with lmms-eval 0.7.3):
+``pyproject.toml`` declares the entry point
 ``[project.entry-points."lmms_eval.models"] loupe = "loupe.evaluation.lmms_eval_plugin:manifests"``;
 lmms-eval's ``ModelRegistryV2.load_entrypoint_manifests`` calls :func:`manifests`, which returns
 ``ModelManifest(model_id="loupe", simple_class_path="loupe.evaluation.lmms_eval_plugin.LoupeLMM")``. Then::

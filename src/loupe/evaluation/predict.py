@@ -4,9 +4,10 @@
   placed as the protocol says: ``"newline"`` (an image block, which Loupe's templates render as
   ``<image>\\n`` before the text: LLaVA, lmms-eval) or ``"inline"`` (``" <image> "`` then the text, as
   VLMEvalKit's LLaVA wrapper concatenates it).
-* :func:`generate_batch` -- one left-padded batch through ``model.generate`` (greedy), decoded and stripped.
-  Left padding with the attention mask keeps every row's positions as if it were alone (spec §5 #1:
-  right-padded batches give garbage), so batched answers equal one-by-one answers; the runner's test checks it.
+* :func:`generate_batch` -- one left-padded batch through ``model.generate`` (greedy), decoded and stripped. Left
+  padding with the attention mask keeps every row's positions as if it were alone (right-padded batches give empty or
+  garbage answers: LLaVA-NeXT issues #365 and #398, transformers #28184), so batched answers equal one-by-one answers;
+  the runner's test checks it.
 * :func:`predict` -- the older interface the demo uses: LLaVA-format records -> ``(id, answer)``.
 """
 

@@ -1,10 +1,10 @@
 """Evaluation protocols: named, versioned records of every setting that moves a benchmark score.
 
-Paper numbers fail to reproduce mostly through a hidden protocol detail (``../shared/specs/
-evaluation-and-ecosystem.md`` §5 #4): OCR tokens in the TextVQA prompt, the box coordinate frame, the answer
-parser, the conversation format. A :class:`Protocol` names all of them; :func:`record` (protocol plus the
-settings a task resolved from it) is written next to every score, and :func:`differences` lists what two
-results disagree on, so a report can say when two numbers are not comparable.
+Paper numbers fail to reproduce mostly through a hidden protocol detail (VLMEvalKit issues #554 and #1029, LLaVA #927
+and #1835, lmms-eval #433 and #882: TextVQA 21.9 against 58.2, MME and POPE gaps): OCR tokens in the TextVQA prompt,
+the box coordinate frame, the answer parser, the conversation format. A :class:`Protocol` names all of them;
+:func:`record` (protocol plus the settings a task resolved from it) is written next to every score, and
+:func:`differences` lists what two results disagree on, so a report can say when two numbers are not comparable.
 
 Built-in protocols (``family`` is the key each task file looks up in its own small table):
 

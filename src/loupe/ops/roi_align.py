@@ -2,7 +2,8 @@
 
 RoIAlign (He et al., Mask R-CNN) exactly as torchvision's kernel computes it (``csrc/ops/cpu/roi_align_kernel.cpp``,
 float path), which LLaVA-UHD v2's Hiwin transformer calls with ``spatial_scale=1, sampling_ratio=-1,
-aligned=False`` (spec §3.4 step 5):
+aligned=False`` (``AdaptSpatialResampler.forward_with_featup`` in
+``llava/model/multimodal_projector/adapt_spatial_resampler.py``, branch ``LLaVA-UHD-v2`` of thunlp/LLaVA-UHD):
 
 * a RoI (x1, y1, x2, y2) is scaled by ``spatial_scale`` (and shifted by -0.5 when ``aligned``); its size is
   ``x2 - x1``, **stretched to at least 1 px when not aligned**; bin = size / pooled;

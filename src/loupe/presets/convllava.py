@@ -1,4 +1,4 @@
-"""ConvLLaVA presets (arXiv 2405.15738; spec §2): a five-stage ConvNeXt at 768/1024/1536 px, one padded tile.
+"""ConvLLaVA presets (arXiv 2405.15738; alibaba/conv-llava): a five-stage ConvNeXt at 768/1024/1536 px, one padded tile.
 
 Official behaviour (alibaba/conv-llava, ``image_aspect_ratio pad``): ``expand2square`` with the CLIP mean colour,
 resize to R x R, ConvNeXt† (stride 64) -> (R/64)^2 tokens: 768 -> 144, 1024 -> 256, 1536 -> 576; the

@@ -1,8 +1,9 @@
-"""FILA / HyViLM presets (arXiv 2412.08378; spec §4): the ``hybrid`` encoder (CLIP-ViT on LLaVA-NeXT anyres crops +
-ConvNeXt over the whole canvas, fused by CVFM) with LLaVA-NeXT's token layout (``llava_next``: mlp2x_gelu,
+"""FILA / HyViLM presets (arXiv 2412.08378, no official code): the ``hybrid`` encoder (CLIP-ViT on LLaVA-NeXT anyres
+crops + ConvNeXt over the whole canvas, fused by CVFM) with LLaVA-NeXT's token layout (``llava_next``: mlp2x_gelu,
 ``spatial_unpad``, ``image_newline``). CVFM does not change the ViT's sequence, so the visual-token counts are
-LLaVA-NeXT's (672x672 -> 2928, errata). Only the abstract is public: the shapes below are the inferred default
-of spec §4.3 ([INF]); the ConvNeXt is LAION CLIP-ConvNeXt-L (4 stages, 192..1536), as the group's other works.
+LLaVA-NeXT's (672x672 -> 576 + 48*48 + 48 = 2928, newlines included). Only the abstract is public: the shapes below
+are Loupe's inferred default ([INF], see :mod:`loupe.encoders.hybrid`); the ConvNeXt is LAION CLIP-ConvNeXt-L (4
+stages, 192..1536), as the group's other works.
 
 * ``fila-7b``  — CLIP-ViT-L/14-336 (layer -2) + ConvNeXt-L at 768 px per 336 tile, CVFM after ViT blocks
   6/12/18/23 (stages 1-4), Vicuna-7B. Real sizes: build on the ``meta`` device for accounting.

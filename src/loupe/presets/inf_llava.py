@@ -1,4 +1,4 @@
-"""INF-LLaVA presets (spec §1; paper arXiv 2407.16198): dcm slicing + the DEM connector.
+"""INF-LLaVA presets (paper arXiv 2407.16198; WeihuangLin/INF-LLaVA): dcm slicing + the DEM connector.
 
 ``inf-llava-8b``: the released model's shapes (``WeihuangLin/INF-LLaVA-sft``, ``INF_star-LLaVA-sft``):
 ``dcm`` at 1008 with 336 tiles (9 local + 9 global + the overview = 19 CLIP crops), CLIP-ViT-L/14-336 layer -2
@@ -8,10 +8,10 @@ the Llama-3 vocabulary; image slots are overwritten, never looked up). Load rele
 :func:`loupe.convert.inf_llava.load_official` and CLIP with ``build_model(..., vision_tower=PATH)``.
 
 [IMPORTANT] Inference resolution: the official training code rescales the CLIP processor to 1008, but its
-``builder.py`` / ``process_images`` do not, so official inference feeds a 336 image that ``encode_images``
-bicubically *upsamples* to 1008 (spec §1.1, a train/inference mismatch). Loupe's processor always feeds the
-1008 canvas (``dcm`` pads to square with the mean colour and resizes to ``size``) for training and inference
-alike, i.e. the training-time behaviour.
+``builder.py`` / ``process_images`` do not, so official inference feeds a 336 image that ``encode_images`` bicubically
+*upsamples* to 1008 (``INF_llava/train/train.py`` vs ``model/builder.py``: a train/inference mismatch). Loupe's
+processor always feeds the 1008 canvas (``dcm`` pads to square with the mean colour and resizes to ``size``) for
+training and inference alike, i.e. the training-time behaviour.
 
 ``inf-llava-tiny``: the same parts at toy sizes for CPU tests: 56 px tiles, ``dcm`` at 168 (n = 3), the tiny
 CLIP (width 64, 4 x 4 features per tile), tiny Llama and tokenizer: 16 visual tokens per image.

@@ -1,4 +1,4 @@
-"""LLaVA-1.5 presets (spec §0.1): real sizes for accounting, a tiny one for tests."""
+"""LLaVA-1.5 presets (arXiv 2310.03744; haotian-liu/LLaVA): real sizes for accounting, a tiny one for tests."""
 
 from ..encoders.clip import CLIP_L_336
 from . import (LLAMA3_8B, QWEN2_7B, TINY_CLIP, TINY_IMAGE_TOKEN_ID, TINY_LLAMA, TINY_TOKENIZER, VICUNA_7B,

@@ -1,5 +1,6 @@
-"""LLaVA-NeXT / LLaVA-1.6 presets (spec §0.2): ``anyres`` slicing + the ``llava_next`` connector
-(mlp2x_gelu, ``spatial_unpad``, ``image_newline``). Real sizes for accounting, a tiny one for tests.
+"""LLaVA-NeXT / LLaVA-1.6 presets (LLaVA-NeXT, haotian-liu/LLaVA ``llava/mm_utils.py`` and ``llava_arch.py``):
+``anyres`` slicing + the ``llava_next`` connector (mlp2x_gelu, ``spatial_unpad``, ``image_newline``). Real sizes for
+accounting, a tiny one for tests.
 
 The tiny preset keeps LLaVA-NeXT's geometry at 1/6 scale: 56 px tiles (4x4 features of 14 px patches) and
 the llava-1.6 pinpoints scaled by 56/336, so grids, unpadding and newlines follow the same code paths.

@@ -1,4 +1,5 @@
-"""LLaVA-UHD v2 presets (spec §3; paper arXiv 2412.13871): ``uhd`` slicing + native-aspect CLIP + the Hiwin connector.
+"""LLaVA-UHD v2 presets (paper arXiv 2412.13871; branch ``LLaVA-UHD-v2`` of thunlp/LLaVA-UHD): ``uhd`` slicing +
+native-aspect CLIP + the Hiwin connector.
 
 ``llava-uhd-v2-7b`` / ``-13b`` / ``-qwen2-7b``: the released models' shapes (``YipengZhang/LLaVA-UHD-v2-Vicuna-7B``,
 ``...-Vicuna-13B``, ``...-Qwen2.0-7B``): MiniCPM-V slicing at 336 (``max_slice_nums`` 9 = official evaluation; the

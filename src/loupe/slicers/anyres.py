@@ -1,4 +1,5 @@
-"""``anyres`` — LLaVA-NeXT / LLaVA-1.6 dynamic-resolution slicing (spec §0.2; official
+"""``anyres`` — LLaVA-NeXT / LLaVA-1.6 dynamic-resolution slicing (Liu et al., "LLaVA-NeXT: Improved
+reasoning, OCR, and world knowledge", 2024; official
 ``process_anyres_image`` in LLaVA's ``mm_utils.py``).
 
 1. Pick the canvas (W_c, H_c) from ``pinpoints`` with ``select_best_resolution`` (max effective area, then

@@ -1,6 +1,7 @@
 """``aspect`` — ConvLLaVA's any-aspect-ratio input: one tile, short side resized to ``short_side``.
 
-ConvLLaVA's *released* preprocessing is pad-to-square (spec §2.2: ``expand2square`` with the mean colour,
+ConvLLaVA's *released* preprocessing is pad-to-square (``image_aspect_ratio="pad"`` in
+alibaba/conv-llava and the checkpoints' ``preprocessor_config.json``: ``expand2square`` with the mean colour,
 then CLIPImageProcessor at R in {768, 1024, 1536}) -- that is ``mode="square"`` here (the same arithmetic
 as the ``pad`` slicer at ``tile_size=R``) and what the ConvLLaVA presets should use. The paper's any-aspect
 evaluation (ConvLLaVA paper, "any aspect ratio", Table 7: "we cancel padding and center cropping ... the

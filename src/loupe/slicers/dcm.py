@@ -1,4 +1,5 @@
-"""``dcm`` — INF-LLaVA's Dual-perspective Cropping Module (spec §1.1-1.2; paper Eq. 9-17; official
+"""``dcm`` — INF-LLaVA's Dual-perspective Cropping Module (INF-LLaVA paper arXiv 2407.16198 §4.2, Eq. 9-17;
+official
 ``LlavaMetaForCausalLM.encode_images`` in ``INF_llava/model/llava_arch.py``).
 
 ``layout="official"`` (default): ``expand2square`` with the mean colour (LLaVA-1.5 arithmetic, reused from

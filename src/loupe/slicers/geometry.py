@@ -57,7 +57,7 @@ def check_canvas(slicer: str, image_size: Sequence[int], buffer_size: Sequence[i
         )
 
 
-# --- LLaVA-NeXT anyres (spec §0.2) ---------------------------------------------------------------------
+# --- LLaVA-NeXT anyres (LLaVA ``llava/mm_utils.py``) --------------------------------------------------------
 def select_best_resolution(image_size: Size, pinpoints: Sequence[Sequence[int]], order: str = "wh") -> Size:
     """Official ``select_best_resolution``: max effective area, then min wasted area, first wins ties.
 
@@ -114,7 +114,7 @@ def unpadded_size(image_size: Size, feature_size: Size, rounding: str = "transfo
     return cw - 2 * ((cw - new) // 2), ch
 
 
-# --- MiniCPM-V / LLaVA-UHD v2 (spec §3.2, ``llava/slice_process.py``) ------------------------------------
+# --- MiniCPM-V / LLaVA-UHD v2 (``slice_image_minicpm``, ``llava/slice_process.py``) -------------------------
 def ensure_divide(length: float, patch: int) -> int:
     """``max(floor(length / patch) * patch, patch)``."""
     return max(math.floor(length / patch) * patch, patch)
@@ -167,7 +167,7 @@ def uhd_separators(grid: Size, comma: int = 29892, newline: int = 13) -> list[in
     return [newline if c == cols - 1 else comma for _ in range(rows) for c in range(cols)]
 
 
-# --- LLaVA-UHD v1, ECCV paper variant (spec §0.3a, ``LLaVA-UHD-Better/slice_logic.py``) -------------------
+# --- LLaVA-UHD v1, ECCV paper variant (``llava_uhd/slice_logic.py`` of LLaVA-UHD-Better) ----------------
 def uhd_v1_grid(image_size: Size, tile: int = 336, max_slices: int = 6) -> Size:
     """``cal_num_of_slices``: N = min(ceil(WH/tile^2), 6); candidates N, N+1 (N <= 2) or N-1..N+1."""
     w, h = image_size
@@ -191,7 +191,7 @@ def adapt_size(size: Size, patch: int = 14, max_patches: int = 576) -> Size:
     return nw * patch, nh * patch
 
 
-# --- INF-LLaVA DCM (spec §1.1-1.2, paper Eq. 9-17) -------------------------------------------------------
+# --- INF-LLaVA DCM (paper arXiv 2407.16198 §4.2, Eq. 9-17; ``encode_images``) -------------------------------
 def dcm_grid(canvas_size: Size, tile: Size) -> Size:
     """(n_W, n_H) = (floor(W_h / W_l), floor(H_h / H_l)) (Eq. 9-10, 14-15)."""
     return canvas_size[0] // tile[0], canvas_size[1] // tile[1]

@@ -1,4 +1,6 @@
-"""``pad`` — LLaVA-1.5: pad to a square with the mean colour, resize to the encoder size (spec §0.1).
+"""``pad`` — LLaVA-1.5: pad to a square with the mean colour, resize to the encoder size (Liu et al., "Improved
+Baselines with Visual Instruction Tuning", arXiv 2310.03744; ``image_aspect_ratio="pad"`` in LLaVA's
+``llava/train/train.py``).
 
 Official arithmetic (``expand2square`` in LLaVA's ``mm_utils.py``): the canvas side is max(W, H), the fill
 colour is ``tuple(int(x * 255) for x in image_mean)`` = (122, 116, 104) for CLIP, and the image is pasted at

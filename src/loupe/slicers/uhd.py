@@ -1,7 +1,8 @@
 """``uhd`` — LLaVA-UHD adaptive slicing: native-aspect slices + an overview, no padding anywhere.
 
-``variant="v2"`` (default; spec §3.2, official ``slice_image_minicpm`` in ``llava/slice_process.py`` of the
-LLaVA-UHD-v2 branch, the MiniCPM-V algorithm; also the current v1 code, spec §0.3b):
+``variant="v2"`` (default; LLaVA-UHD v2 paper arXiv 2412.13871 §3.1, official ``slice_image_minicpm`` in
+``llava/slice_process.py`` of the LLaVA-UHD-v2 branch, the MiniCPM-V algorithm; also the current v1 code, branch
+``LLaVA-UHD-v1``):
 
 * ``multiple = min(ceil(W*H / 336^2), max_slice_nums)``; ``multiple <= 1``: **no slicing**, the only image is
   ``find_best_resize(up=True)`` (native aspect, area ~336^2, *upscaled* if small).
@@ -16,7 +17,8 @@ LLaVA-UHD-v2 branch, the MiniCPM-V algorithm; also the current v1 code, spec §0
 ``max_slice_nums``: 9 = official evaluation (``model_vqa_loader.py``, the default here), 7 = training.
 The official evaluation also resizes to long side 1024 first (``resize_image_keep_ratio``): ``resize_long_side``.
 
-``variant="v1"`` (spec §0.3a, the ECCV paper as fixed in ``LLaVA-UHD-Better/slice_logic.py``):
+``variant="v1"`` (the ECCV 2024 paper, arXiv 2403.11703 §3.1, as fixed in ``llava_uhd/slice_logic.py`` of
+ParadoxZW/LLaVA-UHD-Better):
 N = min(ceil(WH/336^2), 6), candidates {N, N+1} (N <= 2) or {N-1, N, N+1} including 1x1, so there is always
 >= 1 slice; slices are ``W // cols`` x ``H // rows`` crops (the last column/row takes the remainder), each
 resized (LANCZOS) by ``adapt_size`` to <= 576 patches of native aspect; the overview likewise.
