@@ -9,6 +9,8 @@ flow live; the LLM is the same tiny Llama for every preset. The inductor bug fou
 merge under symbolic image sizes) has its own inductor test in ``tests/test_modeling.py``.
 """
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -106,8 +108,16 @@ def test_disk_offload_equals_plain(preset, tmp_path):
         assert torch.allclose(model(**batch).logits, m2(**batch).logits, atol=1e-5)
 
 
+#: compiling these takes 35-60 s each on 2 cores (many small graphs: per-slice VDIM, per-image Qwen2-VL towers); they run
+#: in the long mode (``LOUPE_RELIABILITY_LONG=1``); every other tiny preset is compiled in every run
+SLOW_TO_COMPILE = {"llava-uhd-v2-tiny", "qwen2-vl-tiny"}
+LONG = os.environ.get("LOUPE_RELIABILITY_LONG", "") not in ("", "0")
+
+
 @pytest.mark.parametrize("preset", TINY)
 def test_compiled_image_features_equal_eager_across_shapes(preset):
+    if preset in SLOW_TO_COMPILE and not LONG:
+        pytest.skip(f"{preset}: compiled == eager is checked in the long mode (LOUPE_RELIABILITY_LONG=1)")
     model, proc = _built(preset)
     torch._dynamo.reset()
     compiled = torch.compile(model.get_image_features, backend="eager")
