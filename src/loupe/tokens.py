@@ -82,6 +82,12 @@ def visual(n: int) -> TokenPlan:
     return (Visual(int(n)),)
 
 
+def per_tile(grids: Sequence[Sequence[int]], roles: Sequence[str]) -> TokenPlan:
+    """One :class:`Visual` span per tile, its (cols, rows) output ``grid``, in layout order (``mlp``,
+    ``pixel_shuffle``, ``patch_merge``: connectors that keep each tile's tokens apart)."""
+    return tuple(Visual(int(w) * int(h), grid=(int(w), int(h)), role=role) for (w, h), role in zip(grids, roles))
+
+
 def wrap(plan: Sequence[Span], start: str | None = None, end: str | None = None) -> TokenPlan:
     """``plan`` between optional special tokens (InternVL ``<img>`` ... ``</img>``, Qwen2-VL ``<|vision_start|>``
     ... ``<|vision_end|>``)."""

@@ -97,3 +97,19 @@ def test_docstrings_cite_no_private_paths():
              for p in sorted(SRC.rglob("*.py")) if not p.relative_to(SRC).as_posix().startswith(SKIP)
              for i, line in enumerate(p.read_text().splitlines(), 1) if any(s in line for s in PRIVATE)]
     assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize("name,opts,grid,out", [("mlp", {"pool": 2}, (24, 24), (12, 12)),
+                                                ("pixel_shuffle", {}, (32, 32), (16, 16)),
+                                                ("patch_merge", {}, (8, 6), (4, 3))])
+def test_per_tile_plan_is_one_helper(name, opts, grid, out):
+    """The connectors that keep tiles apart build their plan with ``tokens.per_tile`` (one Visual per tile)."""
+    from loupe.registry import CONNECTORS
+    from loupe.tokens import Visual, per_tile
+
+    cls = CONNECTORS.get(name)
+    lay = slicers.Layout(image_size=(10, 10), tile_sizes=((1, 1),) * 2, roles=("overview", "local"))
+    plan = [s for s in cls.token_plan(CONNECTORS.config({"name": name, **opts}), lay, [grid, grid])
+            if isinstance(s, Visual)]
+    assert tuple(plan) == per_tile([out, out], lay.roles)
+    assert plan[0] == Visual(out[0] * out[1], grid=out, role="overview")

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..registry import CONNECTORS
-from ..tokens import Visual
+from ..tokens import per_tile
 from .base import Connector, split_by_image
 from ..validation import bounded
 
@@ -47,8 +47,7 @@ class MLPConnector(Connector):
     @classmethod
     def token_plan(cls, config, layout, grids) -> tuple:
         """Each tile's pooled grid, in layout order."""
-        return tuple(Visual(w * h, grid=(w, h), role=role)
-                     for (w, h), role in zip((pooled_grid(g, config.pool) for g in grids), layout.roles))
+        return per_tile([pooled_grid(g, config.pool) for g in grids], layout.roles)
 
     @classmethod
     def flops(cls, config, layout, grids, in_dim: int, out_dim: int) -> dict[str, int]:

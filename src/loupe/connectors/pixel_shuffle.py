@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import LoupeError
 from ..registry import CONNECTORS
-from ..tokens import Visual, wrap
+from ..tokens import per_tile, wrap
 from .base import Connector, split_by_image
 from ..validation import bounded
 
@@ -59,9 +59,8 @@ class PixelShuffleConnector(Connector):
     @classmethod
     def token_plan(cls, config, layout, grids) -> tuple:
         """Each tile's output grid, in layout order."""
-        return wrap([Visual(w * h, grid=(w, h), role=role)
-                     for (w, h), role in zip((cls._out_grid(config, g) for g in grids), layout.roles)],
-                    config.image_start, config.image_end)
+        out = [cls._out_grid(config, g) for g in grids]
+        return wrap(per_tile(out, layout.roles), config.image_start, config.image_end)
 
     @classmethod
     def flops(cls, config, layout, grids, in_dim: int, out_dim: int) -> dict[str, int]:
