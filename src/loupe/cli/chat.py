@@ -20,6 +20,9 @@ def add_parser(sub):
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     p.add_argument("--truncate", action="store_true",
                    help="cut a question that does not fit the model's context (default: refuse it)")
+    p.add_argument("--max-image-tokens", type=positive_int, default=None,
+                   help="visual-token budget per image: the largest setting of the slicer's own knob that fits "
+                        "(loupe.budget, as the server's max_image_tokens); refused with the minimum if none does")
     p.add_argument("question", nargs="?", help="omit to chat interactively (one question per line)")
     p.set_defaults(func=run)
 
@@ -32,7 +35,8 @@ def run(args) -> int:
     check_device(args.device)
     images = [load_image(path) for path in args.image]
     model, processor = load_model_folder(args.model, device=args.device)
-    session = ChatSession(model, processor, max_new_tokens=args.max_new_tokens, truncate=args.truncate)
+    session = ChatSession(model, processor, max_new_tokens=args.max_new_tokens, truncate=args.truncate,
+                          max_image_tokens=args.max_image_tokens)
     if args.question is not None:
         if not args.question.strip():
             raise LoupeError("the question is empty")

@@ -180,6 +180,7 @@ class ChatSession:
     processor: object
     max_new_tokens: int = 128
     truncate: bool = False
+    max_image_tokens: int | None = None  # per-image visual-token budget (loupe.budget, as the server's)
     messages: list = field(default_factory=list)
     images: list = field(default_factory=list)
 
@@ -229,7 +230,9 @@ class ChatSession:
         messages = self.messages + [user_message(text, len(images))]
         prompt = self._prompt(messages)
         # the processor refuses a prompt over the context (both numbers in the message)
-        inputs = self.processor(images=(self.images + images) or None, text=[prompt], add_special_tokens=False)
+        all_images = self.images + images
+        budget = {"max_image_tokens": self.max_image_tokens} if self.max_image_tokens is not None and all_images else {}
+        inputs = self.processor(images=all_images or None, text=[prompt], add_special_tokens=False, **budget)
         n_prompt = int(inputs["input_ids"].shape[1])
         max_new = self.max_new_tokens
         limit = self.processor.max_prompt_tokens
@@ -238,7 +241,7 @@ class ChatSession:
                 raise LoupeError(f"the prompt is {n_prompt} tokens, the model's whole context ({limit}); no room "
                                  f"is left for an answer")
             max_new = min(max_new, limit - n_prompt)
-        inputs = {k: v.to(self.model.device) for k, v in inputs.items()}
+        inputs = {k: v.to(self.model.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
         out = self.model.generate(**inputs, max_new_tokens=max_new, do_sample=False)
         answer = self.processor.tokenizer.decode(out[0, n_prompt:], skip_special_tokens=True).strip()
         self.messages = messages + [{"role": "assistant", "content": answer}]
