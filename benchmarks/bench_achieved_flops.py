@@ -1,6 +1,6 @@
 """Achieved GFLOP/s of a tiny LLaVA training step, as a fraction of this CPU's fp32 matmul peak, in one process.
 
-Performance anchors §5 / §7.6: a tiny LLaVA step (CLIP 4 x 128 at 224 px = 256 image tokens, Llama 4 x 256,
+Reference measurement (this project's 2-core CPU, fp32): a tiny LLaVA step (CLIP 4 x 128 at 224 px = 256 image tokens, Llama 4 x 256,
 batch 8, 64 text tokens, eager attention, fp32) reached 0.58 of a 168 GFLOP/s peak on 2 threads.
 
 1. **Peak**: a 4096 x 4096 fp32 matmul (2 x 4096^3 FLOPs), best of ``--peak-reps`` (>= 5), on ``--threads``

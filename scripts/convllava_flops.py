@@ -3,14 +3,14 @@
 Reproduces the trend of ConvLLaVA's Figure 2 ("Estimated FLOPs v.s. image resolution", paper §3.1) with real
 counts from Loupe's profiler (:func:`loupe.profiling.profile`): every model is a preset (tile size overridden per
 resolution) built on ``torch.device("meta")`` (no weights) and counted with FlopCounterMode, reported in the
-profiler's ``paper`` convention (performance-anchors.md §3, C2): FLOPs = 2 x MACs; the vision encoder on every
-tile with every block, the projector, then a Vicuna-7B prefill over the visual tokens with 0 text tokens and
+profiler's ``paper`` convention (C2, defined in :mod:`loupe.profiling.profiler`): FLOPs = 2 x MACs; the vision
+encoder on every tile with every block, the projector, then a Vicuna-7B prefill over the visual tokens with 0 text tokens and
 logits for the last position only; attention counted in full (non-causal T^2).
 
 Rows: CLIP-ViT-L/14 at 336 (LLaVA-1.5, 576 tokens) and 672 via anyres (LLaVA-NeXT: 5 crops of 336 -> 2880
 projected features, 2928 LLM tokens with unpad + newline, as the official count); ViT-L on one tile with
 interpolated positions at 512-1536 (the figure's ViT line); four-stage ConvNeXt-L (stride 32) and five-stage
-ConvNeXt† (stride 64) at 512-1536. Printed beside the derived anchors of performance-anchors.md §4.
+ConvNeXt† (stride 64) at 512-1536. Printed beside Loupe's pinned C2 counts (no paper gives these numbers).
 
 [IMPORTANT] CLIP is counted with all 24 blocks (the profiler's ``paper`` total, the anchors' convention); Loupe's
 ``clip`` encoder skips the 24th block for ``select_layer=-2`` (1/24 less ViT compute at run time: the ``full`` total).
@@ -29,7 +29,7 @@ import loupe
 from loupe.profiling import profile
 
 RESOLUTIONS = (512, 768, 1024, 1280, 1536)
-#: performance-anchors.md §3-4, (encoder TFLOPs or None, total C2 TFLOPs)
+#: Loupe's pinned C2 counts, (encoder TFLOPs or None, total C2 TFLOPs)
 ANCHORS = {
     ("LLaVA-1.5 CLIP-L/336", 336): (0.382, 8.04),
     ("LLaVA-NeXT anyres", 672): (1.910, 44.45),

@@ -1,11 +1,13 @@
-"""FILA-7B (``fila-7b`` preset, spec §4.3 [INF]) on the meta device: parameters per part, visual tokens per image size,
+"""FILA-7B (``fila-7b`` preset: the FILA/HyViLM paper's design, its unreleased details inferred
+from the official LLaVA-NeXT code it extends) on the meta device: parameters per part, visual tokens per image size,
 and vision FLOPs per image — beside LLaVA-NeXT-7B, which FILA extends (same slicer, ViT, connector and LLM).
 
 Parameters are counted on modules built under ``torch.device("meta")`` (no weights), split by module: the CLIP ViT
 (``vision_tower.vision_model``, all 24 blocks kept), the ConvNeXt branch (``vision_tower.conv_branch``, LAION
 ConvNeXt-L 4 stages, no final LN), each CVFM (``vision_tower.cvfm.{i}``), the connector (mlp2x_gelu +
 ``image_newline``) and the LLM (Vicuna-7B). Tokens come from the processor's geometry (the same pure functions the
-model checks against): FILA's token layout is LLaVA-NeXT's, so 672x672 -> 576 + 48*48 + 48 = 2928 (errata).
+model checks against): FILA's token layout is LLaVA-NeXT's, so 672x672 -> 576 + 48*48 + 48 = 2928 (official LLaVA-NeXT
+``llava_arch.py``, ``prepare_inputs_labels_for_multimodal``: unpad + one ``image_newline`` per row).
 Vision FLOPs are the encoders' own analytic counts (2 x MACs, :meth:`HybridEncoder.flops`: ViT blocks run, the
 ConvNeXt over every tile's share of the canvas at 32/14 x and the overview at 768, CVFMs; resizing not counted).
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLVisionConfig
 from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel
+from transformers.vision_utils import get_vision_cu_seqlens, get_vision_position_ids
 
 from ..errors import LoupeError
 from ..registry import ENCODERS
@@ -89,8 +90,14 @@ class Qwen2VLEncoder(VisionEncoder):
             x = x.reshape(-1, 3, 1, p, p).expand(-1, 3, tp, p, p).reshape(gh * gw, 3 * tp * p * p)
             patches.append(x)
             grids.append((gh, gw))
-        thw = torch.tensor([[1, gh, gw] for gh, gw in grids], device=pixel_values.device)
-        out = self.visual(torch.cat(patches).to(self.dtype), grid_thw=thw).last_hidden_state
+        rows, extra = [[1, gh, gw] for gh, gw in grids], {}
+        if pixel_values.device.type != "meta":
+            thw = torch.tensor(rows, device=pixel_values.device)
+        else:  # transformers reads grid_thw and cu_seqlens with .tolist(): on meta, give them on the host
+            thw = torch.tensor(rows)
+            extra = {"position_ids": get_vision_position_ids(thw, m).to(pixel_values.device),
+                     "cu_seqlens": get_vision_cu_seqlens(thw)}
+        out = self.visual(torch.cat(patches).to(self.dtype), grid_thw=thw, **extra).last_hidden_state
         maps = []
         for x, (gh, gw) in zip(torch.split(out, [gh * gw for gh, gw in grids]), grids):
             c = x.shape[-1]

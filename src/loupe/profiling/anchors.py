@@ -1,8 +1,8 @@
 """The papers' efficiency figures the profiler is checked against, and where a paper's figure leaves a module out.
 
-Source: ``../shared/specs/performance-anchors.md`` §1-4 (LLaVA-UHD v2 paper, Table 1, ``#FLOPs`` at maximum
-resolution; derived counts for methods whose papers give none). ``paper_tflops`` is the profiler's ``paper``
-total (convention C2 plus C7 for LLaVA-UHD v2, see :mod:`loupe.profiling.profiler`).
+Source: the LLaVA-UHD v2 paper, Table 1 (``#FLOPs`` at each method's maximum resolution, §4.2); for methods
+whose papers give no figure, Loupe's own count, pinned. ``paper_tflops`` is the profiler's ``paper`` total
+(convention C2, plus C7 for LLaVA-UHD v2: both defined in :mod:`loupe.profiling.profiler`).
 
 ``kind``: ``"paper"`` = a paper number, tested within 10%; ``"regression"`` = an independent count pinned so
 it cannot drift (no paper number exists); ``"inconsistent"`` = printed in the paper but not reproducible under
@@ -38,11 +38,12 @@ ANCHORS = (
     Anchor("llava-uhd-v2-13b", (1008, 672), 26.4, "inconsistent", f"{TABLE1}: LLaVA-UHD v2 Vicuna-13B (x1.509)"),
     Anchor("llava-uhd-v2-qwen2-7b", (1008, 672), 14.3, "inconsistent", f"{TABLE1}: LLaVA-UHD v2 Qwen2-7B (x0.817)"),
     Anchor("convllava-7b-1536", None, 11.44, "regression", "no paper FLOPs (ConvLLaVA Fig. 2 has no numbers); "
-           "anchors §4 count"),
-    Anchor("inf-llava-8b", None, 15.6, "regression", "no paper FLOPs (INF-LLaVA reports none); anchors §4 count"),
+           "Loupe's C2 count, pinned"),
+    Anchor("inf-llava-8b", None, 15.6, "regression",
+           "no paper FLOPs (INF-LLaVA reports none); Loupe's C2 count, pinned"),
 )
 
-#: the UHD v2 figure counted with the Hiwin MultiheadAttention (anchors §3, C2): the profiler's ``full`` total
+#: the UHD v2 figure counted with the Hiwin MultiheadAttention (convention C2): the profiler's ``full`` total
 UHD_V2_7B_WITH_MHA = 22.35
 
 

@@ -2,20 +2,24 @@
 
 * :class:`Counter` wraps ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs = 2 x MACs of mm/addmm/bmm/conv/
   SDPA). [IMPORTANT] on real CPU tensors FlopCounterMode counts 0 for SDPA (the CPU flash kernel
-  ``_scaled_dot_product_flash_attention_for_cpu`` is not in its registry, performance anchors §2): the formulas
-  for that kernel and its backward are registered here (:data:`CPU_SDPA`), so counts on CPU and on meta agree.
-  On meta, SDPA decomposes into ``bmm`` + softmax + ``bmm``: attention is counted in full (non-causal T^2).
-* :meth:`Counter.exclude` attributes the FLOPs inside chosen modules (e.g. ``nn.MultiheadAttention``) by
-  forward hooks (the difference of the running total), independently of module names.
+  ``aten._scaled_dot_product_flash_attention_for_cpu`` has no entry in ``torch.utils.flop_counter``'s
+  registry): the formulas for that kernel and its backward are registered here (:data:`CPU_SDPA`), so counts on
+  CPU and on meta agree. On meta, SDPA decomposes into ``bmm`` + softmax + ``bmm``: attention is counted in full
+  (non-causal T^2).
+* :meth:`Counter.parts` splits the count of one call between named modules (the model's ``vision_tower`` and
+  ``connector`` inside one ``get_image_features`` call) and :meth:`Counter.exclude` sets apart the FLOPs inside
+  chosen modules (e.g. ``nn.MultiheadAttention``); both use forward hooks (the difference of the running total
+  around the module's forward), independently of module names.
 * :class:`ActivationMeter` measures what autograd keeps for backward (``saved_tensors_hooks``), one count per
-  storage, parameters excluded; the attention-probability matrices (outputs of softmax, which the math kernel
-  stores and fused/flash kernels do not) are reported apart.
+  storage, parameters excluded, optionally per named module (:attr:`ActivationMeter.by_part`); the
+  attention-probability matrices (outputs of softmax, which the math kernel stores and fused/flash kernels do
+  not) are reported apart.
 """
 
 from __future__ import annotations
 
 import weakref
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 
 import torch
 import torch.nn.functional as F
@@ -46,11 +50,13 @@ ATTENTION_OPS = ("bmm", "baddbmm", "scaled_dot_product", "flash_attention", "eff
 
 
 class Counter:
-    """``with Counter() as c: ...`` then ``c.total``, ``c.by_op`` and ``c.excluded`` (FLOPs in excluded modules)."""
+    """``with Counter() as c: ...`` then ``c.total``, ``c.by_op``, ``c.excluded`` (FLOPs in excluded modules) and
+    ``c.by_part`` (FLOPs per named module, see :meth:`parts`)."""
 
     def __init__(self):
         self.mode = FlopCounterMode(display=False, custom_mapping=CPU_SDPA)
         self.excluded = 0
+        self.by_part: dict[str, int] = {}
         self._hooks: list = []
 
     def exclude(self, modules) -> "Counter":
@@ -63,6 +69,26 @@ class Counter:
 
     def _add(self, state) -> None:
         self.excluded += self.total - state.pop("t0", self.total)
+
+    def parts(self, modules: dict[str, nn.Module]) -> "Counter":
+        """Split the count between named modules: after the block, :attr:`by_part` ``{name: FLOPs computed inside
+        that module's forward}`` (every call summed; a module reached twice inside itself is counted once)."""
+        for name, m in modules.items():
+            self.by_part[name] = 0
+            state = {"depth": 0}
+            self._hooks.append(m.register_forward_pre_hook(lambda mod, args, n=name, s=state: self._enter(n, s)))
+            self._hooks.append(m.register_forward_hook(lambda mod, a, out, n=name, s=state: self._leave(n, s)))
+        return self
+
+    def _enter(self, name: str, state: dict) -> None:
+        if state["depth"] == 0:
+            state["t0"] = self.total
+        state["depth"] += 1
+
+    def _leave(self, name: str, state: dict) -> None:
+        state["depth"] -= 1
+        if state["depth"] == 0:
+            self.by_part[name] += self.total - state.pop("t0")
 
     def __enter__(self) -> "Counter":
         self.mode.__enter__()
@@ -88,14 +114,17 @@ class Counter:
 
 
 class _SoftmaxSpy(TorchDispatchMode):
-    """Records softmax outputs (the attention probabilities): their storages and element counts."""
+    """Records softmax outputs (the attention probabilities): their storages and element counts, in total and
+    per part (``part_of()``: the name of the module running, or None)."""
 
     OPS = {aten._safe_softmax.default, aten._softmax.default}
 
-    def __init__(self):
+    def __init__(self, part_of=lambda: None):
         super().__init__()
         self.storages: set[int] = set()
         self.elements = 0
+        self.elements_by_part: dict = {}
+        self.part_of = part_of
         self.keep: list = []  # holds the outputs so their storage ids are not reused (meta: costs nothing)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -103,6 +132,8 @@ class _SoftmaxSpy(TorchDispatchMode):
         if func in self.OPS and isinstance(out, torch.Tensor):
             self.storages.add(out.untyped_storage()._cdata)
             self.elements += out.numel()
+            part = self.part_of()
+            self.elements_by_part[part] = self.elements_by_part.get(part, 0) + out.numel()
             self.keep.append(out)
         return out
 
@@ -157,29 +188,47 @@ class ActivationMeter:
 
     Attention runs as a fused kernel would (:class:`_FusedAttention`). After the block: :attr:`efficient`
     (what is kept with fused attention), :attr:`attention` (the attention-probability matrices an eager kernel
-    would keep as well, at ``attention_bytes`` per element: bf16) and :attr:`attention_elements`.
+    would keep as well, at ``attention_bytes`` per element: bf16) and :attr:`attention_elements`. ``parts``
+    (``{name: module}``): :attr:`by_part` gives the same two figures for what is saved while each module's
+    forward runs (a storage saved by two parts counts once in each, as if each part were measured alone).
     """
 
-    def __init__(self, parameters=(), attention_bytes: int = 2):
+    def __init__(self, parameters=(), attention_bytes: int = 2, parts: dict[str, nn.Module] | None = None):
         self.params = {p.untyped_storage()._cdata for p in parameters}
         self.attention_bytes = attention_bytes
         self.saved: dict[int, int] = {}
+        self._parts = dict(parts or {})
+        self._saved_by_part: dict[str, dict[int, int]] = {name: {} for name in self._parts}
+        self._running: list[str] = []  # names of the parts whose forward is running, innermost last
         self._keep: list = []
-        self._spy = _SoftmaxSpy()
+        self._spy = _SoftmaxSpy(lambda: self._running[-1] if self._running else None)
         self._stack = ExitStack()
 
     def _pack(self, t: torch.Tensor):
         key = t.untyped_storage()._cdata
-        if key not in self.params and key not in self.saved:
-            self.saved[key] = t.untyped_storage().nbytes()
+        if key in self.params:
+            return t
+        nbytes = t.untyped_storage().nbytes()
+        if key not in self.saved:
+            self.saved[key] = nbytes
             self._keep.append(t)  # keeps the storage alive so its id is not reused
+        if self._running:
+            self._saved_by_part[self._running[-1]].setdefault(key, nbytes)
         return t
 
     def __enter__(self) -> "ActivationMeter":
+        for name, m in self._parts.items():
+            pre = m.register_forward_pre_hook(lambda mod, args, n=name: self._running.append(n))
+            post = m.register_forward_hook(lambda mod, args, out: self._leave())
+            self._stack.callback(pre.remove)
+            self._stack.callback(post.remove)
         self._stack.enter_context(torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t))
         self._stack.enter_context(_FusedAttention())
         self._stack.enter_context(self._spy)
         return self
+
+    def _leave(self) -> None:  # a forward hook: returns None, so the module's output stays as it is
+        self._running.pop()
 
     def __exit__(self, *exc) -> None:
         self._stack.close()
@@ -198,6 +247,13 @@ class ActivationMeter:
     @property
     def attention(self) -> int:
         return self.attention_elements * self.attention_bytes
+
+    @property
+    def by_part(self) -> dict[str, dict[str, int]]:
+        """``{name: {"efficient": bytes, "attention": bytes}}`` for each module given as ``parts``."""
+        return {name: {"efficient": sum(v for k, v in saved.items() if k not in self._spy.storages),
+                       "attention": self._spy.elements_by_part.get(name, 0) * self.attention_bytes}
+                for name, saved in self._saved_by_part.items()}
 
 
 class PeakMeter(TorchDispatchMode):
@@ -240,18 +296,3 @@ class PeakMeter(TorchDispatchMode):
                 if isinstance(t, torch.Tensor):
                     self.track(t, given)
         return out
-
-
-@contextmanager
-def all_layers(encoder: nn.Module):
-    """Run every block of an encoder that skips unused last blocks (``clip``'s ``num_layers_run``)."""
-    n = getattr(encoder, "num_layers_run", None)
-    layers = getattr(getattr(getattr(encoder, "vision_model", None), "encoder", None), "layers", None)
-    if n is None or layers is None:
-        yield
-        return
-    encoder.num_layers_run = len(layers)
-    try:
-        yield
-    finally:
-        encoder.num_layers_run = n

@@ -7,7 +7,7 @@ of its visual tokens + ``text_tokens`` random text ids; then, timed (median of `
   images/s and prompt tokens/s;
 * **decode**: ``generate`` of ``new_tokens`` greedy tokens; decode tokens/s = new tokens / (generate - prefill).
 
-The device is CUDA when available, else CPU (fp32 on CPU: bf16 is ~14x slower there, cpu-environment.md).
+The device is CUDA when available, else CPU (fp32 on CPU: bf16 matmuls are ~14x slower there on x86 without AMX).
 Preprocessing is not timed here (``benchmarks/bench_anyres_preprocess.py`` does that).
 """
 

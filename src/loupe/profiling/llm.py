@@ -7,9 +7,9 @@ prefill of ``tokens`` positions, FLOPs = 2 x MACs:
 * projections: q and o ``2 T d (h hd)`` each, k and v ``2 T d (kv hd)`` each;
 * MLP: ``3 x 2 T d ff`` (gate, up, down; ``gated=False``: 2 matmuls);
 * attention: ``2 x 2 T^2 h hd`` (scores and weighted values), **full non-causal** T^2 as FlopCounterMode counts
-  it (a causal kernel skips about half of it: anchors C4);
+  it (a causal kernel skips about half of it);
 * ``lm_head``: ``2 K d V`` for the K positions whose logits are computed (K = 1 for a prefill that only needs
-  the next token, anchors C2; K = T for a training forward, C1).
+  the next token, the ``paper`` convention C2; K = T for a training forward, the ``full`` total).
 
 Norms, rotary embeddings, activations, softmax and biases are not counted (nor by FlopCounterMode: Qwen2's
 qkv biases ride in ``addmm``).

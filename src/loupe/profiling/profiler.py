@@ -1,17 +1,21 @@
 """``profile(preset, sizes)``: visual tokens, parameters, FLOPs per part, KV cache and memory per image size.
 
-Every model is built from its configuration on the ``meta`` device in bf16 (no weights, no memory) and its
-parts are run there on tensors of the real shapes: FLOPs are **counted** (FlopCounterMode) and checked against
-each part's **analytic** ``flops`` (gap > 2% flagged); activations are **measured** (what autograd saves).
+Every model is built from its configuration on the ``meta`` device in bf16 (no weights, no memory) and called
+there on tensors of the real shapes, through its own methods: ``get_image_features`` (the vision tower and the
+connector, split by forward hooks on ``model.vision_tower`` / ``model.connector``) and the language model.
+FLOPs are **counted** (FlopCounterMode) and checked against each part's **analytic** ``flops`` (gap > 2%
+flagged); activations are **measured** (what autograd saves).
 Visual tokens come from :class:`~loupe.geometry.ImageGeometry`, the function the processor uses.
 
-Counting conventions (FLOPs = 2 x multiply-adds; ``*_tmacs`` fields are MACs), performance anchors §3:
+Counting conventions (FLOPs = 2 x multiply-adds; ``*_tmacs`` fields are MACs):
 
-* ``paper`` (C2, + C7): prefill of one image with **0 text tokens**, logits for the **last position only**,
-  full **non-causal** attention, **every crop through every ViT layer** at its true size (Loupe's ``clip``
-  skips the unused last block at run time; the papers count it), and the connector **without its
+* ``paper`` (C2: prefill, 0 text tokens, last-position logits; C7: C2 without the connector's
+  ``nn.MultiheadAttention`` calls): prefill of one image with **0 text tokens**, logits for the **last
+  position only**, full **non-causal** attention, **every crop through every ViT layer** at its true size
+  (Loupe's ``clip`` skips the unused last block at run time; the papers count it: the blocks it skips are
+  added from the encoder's analytic ``flops(all_layers=True)``), and the connector **without its
   ``nn.MultiheadAttention`` calls** (LLaVA-UHD v2's Hiwin: its Table 1 reproduces only without them; no other
-  connector has one). This reproduces LLaVA-UHD v2's Table 1.
+  connector has one). This reproduces the LLaVA-UHD v2 paper's Table 1 (§4.2).
 * ``full``: everything the model computes in one forward pass with N text tokens (``model(**inputs)``):
   the encoder blocks it runs on the batch the processor builds, the whole connector, the LLM over visual +
   N text tokens with logits at every position, attention counted in full T^2.
@@ -35,7 +39,7 @@ from ..geometry import ImageGeometry
 from . import llm as _llm
 from . import memory as _memory
 from .anchors import anchor_for, notes_for
-from .counting import ActivationMeter, Counter, PeakMeter, all_layers
+from .counting import ActivationMeter, Counter, PeakMeter
 from .parts import check, connector_flops, encoder_flops
 
 T = 1e12
@@ -67,6 +71,11 @@ def _config(preset) -> LoupeConfig:
 def visual_tokens(preset, size: Sequence[int]) -> int:
     """Visual tokens of an image of (W, H) px: the processor's own count, without building a model."""
     return ImageGeometry.from_config(_config(preset)).num_tokens(tuple(size))
+
+
+def _pixels(n: int, w: int, h: int) -> torch.Tensor:
+    """``n`` meta tiles of (w, h) px in bf16, the dtype the model runs in."""
+    return torch.empty(n, 3, h, w, dtype=torch.bfloat16, device="meta")
 
 
 def build_meta(config: LoupeConfig):
@@ -104,30 +113,43 @@ class _Profiler:
         self.mha = [m for m in self.model.connector.modules() if isinstance(m, nn.MultiheadAttention)]
 
     # --- vision side ------------------------------------------------------------------------------------------
-    def vision(self, layout, n_tokens: int) -> dict:
+    def vision(self, layout) -> dict:
+        """FLOPs, saved activations and peak memory of the vision tower and the connector, measured by calling the
+        model's own :meth:`~loupe.modeling.LoupeForConditionalGeneration.get_image_features` on meta tensors of
+        the processor's shapes (tiles zero-padded to the largest); forward hooks split each figure between
+        ``model.vision_tower`` and ``model.connector``. The ``paper`` vision count (every crop at its true size,
+        every block) is the counted tower at the true tile sizes plus the encoder's analytic cost of the blocks
+        it skips (``flops(all_layers=True)`` minus ``flops()``)."""
         m = self.model
-        vt, conn = m.vision_tower, m.connector
-        sizes = list(layout.tile_sizes)
-        pix = lambda n, w, h: torch.empty(n, 3, h, w, dtype=torch.bfloat16, device="meta")  # noqa: E731
-        with torch.no_grad(), all_layers(vt), Counter() as paper, PeakMeter() as peak_v:  # every block and tile
-            for (w, h), k in _Tally(sizes).items():  # at its true size
-                vt(pix(k, w, h))
+        vt, parts = m.vision_tower, {"vision": m.vision_tower, "connector": m.connector}
+        sizes = [tuple(s) for s in layout.tile_sizes]
         wmax, hmax = max(s[0] for s in sizes), max(s[1] for s in sizes)
-        px = pix(len(sizes), wmax, hmax)  # the processor's batch: tiles zero-padded to the largest
-        with ActivationMeter(m.parameters()) as mv, Counter() as cv:
-            feats = vt(px, layouts=[layout])
-        context = {"pixel_values": px}
-        with ActivationMeter(m.parameters()) as mc, Counter().exclude(self.mha) as cc:
-            embeds = conn(feats, [layout], **context)
-        with torch.no_grad(), PeakMeter() as peak_c:
-            conn(feats, [layout], **context)
-        feat_bytes = sum(f.untyped_storage().nbytes() for f in (feats if isinstance(feats, list) else [feats]))
-        if embeds[0].shape[0] != self.geometry.num_visual_tokens(layout):
-            raise LoupeError(f"{self.name}: connector gave {embeds[0].shape[0]} tokens, its token plan says "
-                             f"{self.geometry.num_visual_tokens(layout)}")
-        return {"paper_vision": paper.total, "full_vision": cv.total, "connector": cc.total,
-                "connector_excluded": cc.excluded, "act_vision": mv.efficient, "act_connector": mc.efficient,
-                "attention": mv.attention + mc.attention, "peak": max(peak_v.peak, feat_bytes + peak_c.peak),
+        px = _pixels(len(sizes), wmax, hmax)  # the processor's batch: tiles zero-padded to the largest
+        image_sizes = torch.tensor([[int(layout.image_size[1]), int(layout.image_size[0])]])
+        run = lambda: m.get_image_features(px, image_sizes, image_layouts=[layout])  # noqa: E731
+        features: list = []
+        keep = vt.register_forward_hook(lambda mod, args, out: features.append(out))
+        try:
+            with ActivationMeter(m.parameters(), parts=parts) as meter, Counter().parts(parts).exclude(self.mha) as c:
+                run()
+        finally:
+            keep.remove()
+        with torch.no_grad(), PeakMeter() as peak:
+            run()
+        counted_true = c.by_part["vision"]
+        if len(set(sizes)) > 1:  # the model pads tiles of different sizes into one batch; the papers do not
+            with torch.no_grad(), Counter() as ct:
+                for (w, h), k in _Tally(sizes).items():
+                    vt(_pixels(k, w, h))
+            counted_true = ct.total
+        enc_cls, enc_cfg = self.geometry.encoder_cls, self.geometry.encoder_cfg
+        skipped = encoder_flops(enc_cls, enc_cfg, sizes, True) - encoder_flops(enc_cls, enc_cfg, sizes, False)
+        act = meter.by_part
+        feats = features[0]
+        return {"paper_vision": counted_true + skipped, "full_vision": c.by_part["vision"],
+                "connector": c.by_part["connector"], "connector_excluded": c.excluded,
+                "act_vision": act["vision"]["efficient"], "act_connector": act["connector"]["efficient"],
+                "attention": act["vision"]["attention"] + act["connector"]["attention"], "peak": peak.peak,
                 "features": feats.detach() if isinstance(feats, torch.Tensor) else None}
 
     # --- language model -----------------------------------------------------------------------------------------
@@ -154,7 +176,7 @@ class _Profiler:
         grids = geo.grids(layout)
         n_vis = geo.num_tokens(layout)
         seq = n_vis + text_tokens
-        vis = self.vision(layout, n_vis)
+        vis = self.vision(layout)
         llm_f, llm_i = self.llm(seq, seq, True), self.llm(seq, 1, False)  # training forward, inference prefill
         llm_p = self.llm(n_vis, 1, False) if text_tokens else llm_i
         paper = {"vision": vis["paper_vision"], "connector": vis["connector"] - vis["connector_excluded"],
