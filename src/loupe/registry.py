@@ -1,4 +1,4 @@
-"""One small registry type, used by every kind of part (slicers, encoders, connectors).
+"""One small registry type, used by every kind of part (slicers, encoders, connectors, training objectives).
 
 A part registers its id once, where it is defined (lmms-eval's ``@register_model``)::
 
@@ -123,3 +123,4 @@ def _jsonable(x: Any) -> Any:
 SLICERS: Registry = Registry("slicer", base="loupe.slicers.base.Slicer")
 ENCODERS: Registry = Registry("vision encoder", base="loupe.encoders.base.VisionEncoder")
 CONNECTORS: Registry = Registry("connector", base="loupe.connectors.base.Connector")
+OBJECTIVES: Registry = Registry("objective", base="loupe.objectives.base.Objective")  # training objectives

@@ -143,8 +143,8 @@ def test_recipe_model_config_is_checked_against_the_preset():
         recipe_from_dict(_raw(slicer={"tile_size": "336"}))
     with pytest.raises(LoupeError, match="model.config.connector.depth: must be >= 1, got 0"):
         recipe_from_dict(_raw(), ["model.config.connector.depth=0"])
-    with pytest.raises(LoupeError, match=r"stages.1.slicer.tile_size: must be >= 1"):
-        recipe_from_dict(_raw(), ["stages.1.slicer.tile_size=-1"])
+    with pytest.raises(LoupeError, match=r"stages.1.model_overrides.slicer.tile_size: must be >= 1"):
+        recipe_from_dict(_raw(), ["stages.1.model_overrides.slicer.tile_size=-1"])
     r = recipe_from_dict(_raw(slicer={"tile_size": 28}))
     assert r.stages[0].parts["connector"].lr == 1.0  # an int where a float is expected
 

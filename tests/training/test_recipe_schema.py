@@ -37,7 +37,11 @@ def test_paper_stage_counts_and_hyper_parameters():
     assert s1.warmup_ratio == 0.03 and s1.schedule == "cosine" and s1.max_length == 2048
     conv = r["convllava-1536"].stages
     assert conv[1].parts["vision_tower"].only == [r"vision_tower\.convnext\.encoder\.stages\.[2-4]\."]
-    assert r["llava-uhd-v2-7b"].stages[0].objective == "vdim"
+    uhd = r["llava-uhd-v2-7b"].stages
+    assert uhd[0].objective == {"name": "vdim", "n_jitters": 2, "max_pad": 30, "max_zoom": 2.0, "projection": 30,
+                                "crf_weight": 0.001, "crf_samples": 1000, "normalize": "imagenet"}
+    assert [s.objective for s in uhd[1:]] == [{"name": "lm"}] * 2
+    assert [s.model_overrides.slicer for s in uhd] == [{}, {"never_split": True}, {"max_slice_nums": 7}]
 
 
 def _raw():

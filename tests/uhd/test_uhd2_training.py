@@ -10,7 +10,7 @@ from transformers import TrainerCallback
 
 from loupe.data import write_tiny_dataset
 from loupe.training import load_recipe, run_recipe
-from loupe.training.vdim import AttentionDownsampler, gaussian_blur
+from loupe.objectives.vdim import AttentionDownsampler, gaussian_blur
 
 
 def write_images(root, n=12, seed=0):
@@ -36,7 +36,7 @@ SHRINK = [  # the shipped recipe as is (stages, parts, slicer switches, LRs, opt
     "stages.*.global_batch_size=4", "stages.*.per_device_batch_size=4", "stages.*.max_length=1024",
     "stages.*.save_steps=100", "stages.*.logging_steps=100", "stages.*.max_steps=2",
     "stages.vdim.data.path=images.jsonl", "stages.vdim.global_batch_size=2", "stages.vdim.per_device_batch_size=2",
-    "stages.vdim.max_steps=16", "stages.vdim.vdim.crf_samples=200",  # official 1000: a lighter CRF on CPU
+    "stages.vdim.max_steps=16", "stages.vdim.objective.crf_samples=200",  # official 1000: a lighter CRF on CPU
 ]
 
 

@@ -5,6 +5,7 @@ Modules, in the order a stage uses them: :mod:`.recipe` (typed, strict stages; :
 :mod:`.engine` (TrainingArguments from the stage and the launch: DDP/gloo, FSDP, DeepSpeed, precision),
 :mod:`.sampler` (modality/length grouping per global batch), :mod:`.trainer` (the ``Trainer`` subclass: param
 groups, bad-record counts, non-finite stop, atomic checkpoints), :mod:`.runner` (stages in order, markers).
+What a stage optimises is its objective, a registered part of :mod:`loupe.objectives` (``lm``, ``vdim``).
 Data comes from :mod:`loupe.data` (LLaVA JSON/JSONL, chat-template labels, collator).
 
 Run::

@@ -1,6 +1,6 @@
 """The engine: a stage + the launch environment -> ``transformers.TrainingArguments`` (DDP, FSDP, DeepSpeed).
 
-Models declare, strategies decide (principle 7): nothing in the model imports ``torch.distributed``; the way
+Models declare, strategies decide: nothing in the model imports ``torch.distributed``; the way
 a stage runs is chosen here from how the process was launched and from the stage's fields.
 
 * **Processes.** Launch with ``torchrun --standalone --nproc_per_node N -m loupe.cli.main train ...`` or
@@ -14,7 +14,7 @@ a stage runs is chosen here from how the process was launched and from the stage
   divisor of ``global / world`` not above it is used, and gradient accumulation fills the rest, so the same
   command gives the same optimisation on 1 CPU or 8 GPUs.
 * **Precision.** ``auto`` = bf16 on a GPU that supports it, else fp32. bf16 on a CPU is refused (about 14x
-  slower than fp32 on the reference machine, ``cpu-environment.md``).
+  slower than fp32, measured on a 2-core AVX2 CPU without native bf16, torch 2.13).
 * **Gradient checkpointing** uses the non-reentrant implementation (works with frozen inputs and DDP).
 * **FSDP / DeepSpeed** (GPUs): ``fsdp: true`` (+ ``fsdp_config``, FSDP2 by default; wrapping follows the
   model's declared ``_no_split_modules``), ``accelerate launch --config_file configs/accelerate/fsdp2-8gpu.yaml``,

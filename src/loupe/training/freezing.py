@@ -1,7 +1,7 @@
 """Which parameters a stage trains, and at which learning rate: the stage's ``parts`` made concrete.
 
 A *part* is a top-level child of the model (``vision_tower``, ``connector``, ``language_model``; the model
-declares them, principle 7). Per stage, each part gets an LR (0 or unlisted = frozen) and optionally sub-module
+declares them; this module decides what trains). Per stage, each part gets an LR (0 or unlisted = frozen) and optionally sub-module
 regexes: ``only`` (train just these) and ``exclude`` (freeze these), matched with ``re.match`` against the full
 parameter name, e.g. the last 12 of 24 CLIP layers::
 

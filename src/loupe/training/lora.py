@@ -3,7 +3,7 @@
 ``add_lora`` wraps ``model.language_model`` with ``peft.get_peft_model`` (the other parts are untouched; their
 training is decided by the stage's ``parts``). At the end of the stage ``finish_lora`` saves the adapter
 (``lora_adapter/``, PEFT's own format) and merges it into the language model, so the stage's output folder is a
-plain Loupe model that ``from_pretrained`` and the next stage load directly — pain point 7 (LLaVA's LoRA
+plain Loupe model that ``from_pretrained`` and the next stage load directly (LLaVA's LoRA
 checkpoints needed "lora" in the folder name and a separate ``non_lora_trainables.bin``).
 """
 

@@ -1,4 +1,4 @@
-"""Training recipes: a model plus a list of stages, each stage pure data (architecture principle 8).
+"""Training recipes: a model plus a list of stages, each stage pure data (nothing in a stage is code).
 
 A recipe reproduces one paper table (``recipes/<method>.yaml``, the table cited in its first lines). A stage
 names its data, which parts train and at what learning rate (0 = frozen, as in nanoVLM), the schedule, the
@@ -20,6 +20,12 @@ batch, the length budget, LoRA, and what it starts from. Example::
           connector: 2.0e-5
           language_model: {lr: 2.0e-5, only: ['language_model\\.model\\.layers\\.(2[4-9]|3[01])\\.']}
 
+A stage trains with an objective (:mod:`loupe.objectives`, default ``lm``) given by name or as
+``objective: {name: vdim, n_jitters: 2, ...}``, its options checked by the objective's own ``Config``;
+``model_overrides: {slicer: {never_split: true}}`` changes the model's settings for that stage only (the
+saved model keeps its own). The spelling of earlier versions (``slicer: {...}`` on the stage, and an
+objective's options under a key named after it: ``objective: vdim`` + ``vdim: {...}``) still loads.
+
 Sub-module patterns (``only`` / ``exclude``) are regular expressions matched with ``re.match`` against full
 parameter names (``vision_tower.vision_model.encoder.layers.12.mlp.fc1.weight``); each must match at least
 one parameter of its part, so a typo fails loudly instead of silently freezing (see :mod:`.freezing`).
@@ -32,6 +38,7 @@ Loading is strict (:mod:`.strict`): unknown keys fail with the list of valid key
 from __future__ import annotations
 
 import copy
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +48,9 @@ import yaml
 
 from ..errors import LoupeError
 from ..validation import bounded
-from .strict import from_dict
+from .strict import field_names, from_dict
+
+log = logging.getLogger("loupe.train")
 
 PART_NAMES = ("vision_tower", "connector", "language_model")
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -116,18 +125,24 @@ class LoraSpec:
 
 
 @dataclass
+class ModelOverrides:
+    """A stage's own model settings (only those that leave the weights' shapes alone)."""
+
+    slicer: dict = field(default_factory=dict)  # merged into the model's slicer: {**model.slicer, **this}
+
+
+@dataclass
 class Stage:
     name: str
     data: DataSpec
     parts: dict[str, PartSpec]
     init_from: str = "previous"  # previous | model | PATH of a saved Loupe folder
-    objective: Literal["lm", "vdim"] = "lm"  # vdim: LLaVA-UHD v2's upsampler pre-training (loupe.training.vdim)
-    # [LLaVA-UHD v2] slicer options for this stage only, e.g. {never_split: true} = overview only (stage 1's
-    # `--single True`); the saved model keeps the preset's slicer
-    slicer: dict = field(default_factory=dict)
-    # [LLaVA-UHD v2] options of objective vdim (loupe.training.vdim: n_jitters, max_pad, max_zoom, projection,
-    # crf_weight, crf_samples, normalize); defaults = the official featup/configs/vdim_upsampler.yaml
-    vdim: dict = field(default_factory=dict)
+    # a registered objective (loupe.objectives): its name, or {name: NAME, **options} checked by its Config;
+    # after loading, always the full mapping with every option (defaults filled in)
+    objective: str | dict = "lm"
+    # this stage's model settings that change no weight, e.g. {slicer: {never_split: true}} (overview only);
+    # the stage's data is prepared with them, the saved model keeps its own
+    model_overrides: ModelOverrides = field(default_factory=ModelOverrides)
     lora: LoraSpec | None = None
     global_batch_size: int = bounded(8, min=1)
     per_device_batch_size: int = bounded(8, min=1)  # a ceiling; the engine picks the largest divisor that fits
@@ -149,9 +164,49 @@ class Stage:
     fsdp: bool = False  # FSDP through the Trainer/accelerate (GPUs only); wrapping from _no_split_modules
     fsdp_config: dict = field(default_factory=dict)  # TrainingArguments.fsdp_config; version 2 by default
 
+    @classmethod
+    def _coerce(cls, value):
+        """The spelling before objectives were parts: ``slicer: {...}`` (now ``model_overrides.slicer``) and
+        the options of an objective under a key named after it (``objective: vdim`` + ``vdim: {...}``, now
+        ``objective: {name: vdim, ...}``); translated, with a warning that shows the new spelling."""
+        if not isinstance(value, dict):
+            return value
+        from ..registry import OBJECTIVES
+
+        value = dict(value)
+        if "slicer" in value:
+            legacy = value.pop("slicer")
+            if legacy:
+                over = dict(value.get("model_overrides") or {})
+                newer = over.get("slicer") or {}
+                both = isinstance(legacy, dict) and isinstance(newer, dict)
+                over["slicer"] = {**legacy, **newer} if both else legacy
+                value["model_overrides"] = over
+                log.warning("stage %r: `slicer: ...` is now `model_overrides: {slicer: ...}`", value.get("name"))
+        obj = value.get("objective", cls.__dataclass_fields__["objective"].default)
+        name = obj if isinstance(obj, str) else obj.get("name") if isinstance(obj, dict) else None
+        for key in [k for k in value if k in OBJECTIVES and k not in field_names(cls)]:
+            options = value.pop(key)
+            if key != name:
+                if options:
+                    raise LoupeError(f"options for objective {key!r} given, but the stage's objective is "
+                                     f"{name!r}")
+                continue
+            if options:
+                if not isinstance(options, dict):
+                    raise LoupeError(f"{key}: expected a mapping of objective options, got {options!r}")
+                value["objective"] = {**options, **(obj if isinstance(obj, dict) else {"name": name})}
+                log.warning("stage %r: `objective: %s` + `%s: {...}` is now `objective: {name: %s, ...}`",
+                            value.get("name"), key, key, key)
+        return value
+
     def __post_init__(self):
+        from ..objectives import build_objective, objective_spec
+
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name):
             raise LoupeError(f"stage name {self.name!r} must be letters, digits, '_', '-', '.'")
+        self.objective = objective_spec(self.objective)
+        build_objective(self.objective).check_stage(self)
         for k in self.parts:
             if k not in PART_NAMES:
                 raise LoupeError(f"unknown part {k!r} in parts; parts: {', '.join(PART_NAMES)}")
@@ -234,8 +289,9 @@ def recipe_from_dict(raw: Any, overrides: list[str] | tuple[str, ...] = (), wher
 
 
 def check_model_config(recipe: Recipe) -> None:
-    """``model.config`` (and each stage's ``slicer``) against the preset, typed and strict, when the preset is
-    registered: ``model.config.slicr`` or ``model.config.slicer.tile_size: "336"`` fail at load time."""
+    """``model.config`` (and each stage's ``model_overrides.slicer``) against the preset, typed and strict, when
+    the preset is registered: ``model.config.slicr`` or ``model.config.slicer.tile_size: "336"`` fail at load
+    time."""
     from ..builder import merged_config
     from ..presets import list_presets
     from ..registry import SLICERS
@@ -244,8 +300,9 @@ def check_model_config(recipe: Recipe) -> None:
         return
     cfg = merged_config(recipe.model.preset, recipe.model.config, where="model.config")
     for i, stage in enumerate(recipe.stages, 1):
-        if stage.slicer:
-            SLICERS.config({**cfg["slicer"], **stage.slicer}, where=f"stages.{i}.slicer")
+        if stage.model_overrides.slicer:
+            SLICERS.config({**cfg["slicer"], **stage.model_overrides.slicer},
+                           where=f"stages.{i}.model_overrides.slicer")
 
 
 def apply_overrides(raw: dict, overrides) -> dict:
@@ -294,8 +351,11 @@ def _set(node: dict, keys: list[str], value, item: str) -> None:
     for k in keys[:-1]:
         nxt = node.get(k)
         if nxt is None or isinstance(nxt, (int, float, str)) and not isinstance(nxt, bool):
-            # a shorthand grows into its mapping: `model: PRESET` -> {preset}, `parts.connector: LR` -> {lr}
-            nxt = {} if nxt is None else {"preset": nxt} if node is keys_root and k == "model" else {"lr": nxt}
+            # a shorthand grows into its mapping: `model: PRESET` -> {preset}, `parts.connector: LR` -> {lr}, ...
+            if k == "objective":  # `objective: NAME` (or the default) -> {name: NAME}
+                nxt = {"name": Stage.__dataclass_fields__["objective"].default if nxt is None else nxt}
+            else:
+                nxt = {} if nxt is None else {"preset": nxt} if node is keys_root and k == "model" else {"lr": nxt}
             node[k] = nxt
         if not isinstance(nxt, dict):
             raise LoupeError(f"override {item!r}: {k!r} is not a mapping")

@@ -1,12 +1,16 @@
 """Run a recipe: stages in order, each starting from the previous stage's saved model.
 
+The runner is generic: a stage is trained by its objective (:mod:`loupe.objectives`, looked up by name in
+:data:`loupe.registry.OBJECTIVES`); everything else (skip / resume, model and processor, template, LoRA,
+trainable parts, ``model_overrides``, the atomic ``final/``, logs and the marker) is done here for every stage.
+
 Output folder (``--output``, else the recipe's ``output_dir``, else ``runs/<recipe name>``)::
 
     OUT/recipe.yaml                       the resolved recipe (after overrides)
     OUT/stage-1-pretrain/checkpoint-N/    Trainer checkpoints, written atomically (see trainer.py)
     OUT/stage-1-pretrain/final/           save_pretrained model + processor (+ lora_adapter/), loupe_stage.json
     OUT/stage-1-pretrain/log_history.json loss, grad norm, LR per part, tokens/s per logging step
-    OUT/stage-1-pretrain/bad_records.json every skipped record id with its reason
+    OUT/stage-1-pretrain/bad_records.json every skipped record id with its reason (objectives that read records)
     OUT/stage-1-pretrain/DONE.json        the stage-done marker (steps, resumed_from, steps_run): a rerun skips it
 
 A stage with checkpoints but no marker was interrupted: rerun with ``resume=True`` (``--resume``) to continue
@@ -22,6 +26,7 @@ import json
 import logging
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -57,14 +62,14 @@ def run_recipe(recipe: Recipe, output: str | Path | None = None, stages: list[in
 
 
 def run_stage(recipe: Recipe, k: int, out: Path, resume: bool = False, callbacks: list | None = None) -> Path:
+    """Run stage ``k`` with its objective (:mod:`loupe.objectives`: the stage is prepared here, trained by
+    ``objective.train``, finished here); returns its ``final/`` folder."""
     from transformers import set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
-    from ..data import LlavaCollator, LlavaDataset
-    from .engine import training_arguments
+    from ..objectives import StageJob, build_objective
     from .freezing import apply_plan, plan_trainable
     from .lora import add_lora
-    from .trainer import LoupeTrainer
 
     stage = recipe.stages[k]
     label = f"stage {k + 1} {stage.name!r}"
@@ -79,20 +84,10 @@ def run_stage(recipe: Recipe, k: int, out: Path, resume: bool = False, callbacks
                          f"or delete {sdir} to start it over")
     if ckpt and resume:
         ckpt = intact_checkpoint(sdir, label)
+    objective = build_objective(stage.objective)
 
     set_seed(recipe.seed)
     model, processor = _init_model(recipe, k, out)
-    # [LLaVA-UHD v2] ``objective: vdim``: the image-only VDIM pre-training (MLR loss) runs its own small loop
-    # (loupe.training.vdim), then writes final/ and DONE.json like any stage.
-    if stage.objective == "vdim":
-        from .vdim import run_vdim_stage
-
-        plan = plan_trainable(model, stage.parts)
-        apply_plan(model, plan)
-        return run_vdim_stage(recipe, k, out, model, processor, plan)
-    # [LLaVA-UHD v2] ``slicer:`` stage-only slicer options (stage 1's overview-only ``{never_split: true}``);
-    # undone before the model is saved, so later stages slice with the preset's own settings.
-    restore_slicer = _override_slicer(model, processor, stage.slicer) if stage.slicer else None
     if stage.data.template:
         from ..templates import get_template
 
@@ -102,67 +97,34 @@ def run_stage(recipe: Recipe, k: int, out: Path, resume: bool = False, callbacks
     plan = plan_trainable(model, stage.parts, lora=stage.lora is not None)
     apply_plan(model, plan)
 
-    root = Path(recipe.data_root)
-    data_path = root / stage.data.path
-    dataset = LlavaDataset(
-        data_path, processor, template=stage.data.template,
-        image_root=(root / stage.data.image_root) if stage.data.image_root else None,
-        max_length=stage.max_length,
-        on_bad_record=stage.data.on_bad_record, check_files=stage.data.check_files,
-    )
-    upfront = dataset.upfront
-    if upfront.fraction() > stage.data.max_bad_fraction:
-        raise LoupeError(f"{label}: {upfront.summary()} — over max_bad_fraction {stage.data.max_bad_fraction:g}")
-    if not len(dataset):
-        raise LoupeError(f"{label}: no usable record in {data_path}")
-
-    args = training_arguments(stage, sdir, recipe.seed)
-    trainer = LoupeTrainer(
-        model=model, args=args, train_dataset=dataset, processing_class=processor,
-        data_collator=LlavaCollator(processor.tokenizer.pad_token_id), callbacks=callbacks,
-        plan=plan, stage_label=label, group_by_length=stage.group_by_length,
-        fail_on_bad=stage.data.on_bad_record == "fail", max_bad_fraction=stage.data.max_bad_fraction,
-        optimizer_name=stage.optimizer,
-    )
-    main = args.should_save
-    if main:
-        log.info(
-            "%s: %d records (%s) | global batch %d = %d per device x %d processes x %d accumulation | %s\n%s",
-            label, len(dataset), data_path, stage.global_batch_size, args.per_device_train_batch_size,
-            args.world_size, args.gradient_accumulation_steps,
-            f"{stage.max_steps} steps" if stage.max_steps else f"{stage.epochs:g} epoch(s)", plan.summary(model),
-        )
-    if ckpt and resume:
-        log.info("%s: resuming from %s", label, ckpt)
-        trainer.restore_bad_records(ckpt)
     t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=ckpt if resume else None)
+    with model_overrides(model, processor, stage.model_overrides) as stage_processor:
+        result = objective.train(StageJob(
+            recipe=recipe, index=k, stage=stage, label=label, dir=sdir, model=model, processor=stage_processor,
+            base_processor=processor, plan=plan, resume_from=ckpt if resume else None, callbacks=callbacks))
 
-    bad = _gather_bad(trainer)
-    bad.merge(upfront)
-    if restore_slicer is not None:
-        restore_slicer()
-    bad.seen = upfront.seen  # records in the file; lazy ones are in 'bad.records' (by position)
-    _write_final(trainer, model, sdir, {
-        "recipe": recipe.name, "stage": k + 1, "name": stage.name,
+    main, bad = result.is_main, result.bad
+    _write_final(result, model, sdir, {
+        "recipe": recipe.name, "stage": k + 1, "name": stage.name, "objective": stage.objective["name"],
         "trained_parts": {p: plan.lrs[p] for p, names in plan.trainable.items() if names},
-        "lora": to_dict(stage.lora), "template": stage.data.template})
+        "lora": to_dict(stage.lora), "template": stage.data.template, **result.manifest})
     if main:
-        (sdir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
-        (sdir / "bad_records.json").write_text(json.dumps(bad.to_json(), indent=1))
-        log.info("%s: %s", label, bad.summary())
-    trainer.accelerator.wait_for_everyone()
-    if bad.fraction() > stage.data.max_bad_fraction:
+        (sdir / "log_history.json").write_text(json.dumps(result.log_history, indent=1))
+        if bad is not None:
+            (sdir / "bad_records.json").write_text(json.dumps(bad.to_json(), indent=1))
+            log.info("%s: %s", label, bad.summary())
+    result.barrier()
+    if bad is not None and bad.fraction() > stage.data.max_bad_fraction:
         raise LoupeError(f"{label}: {bad.summary()} — over max_bad_fraction {stage.data.max_bad_fraction:g}; "
                          f"the model is in {final} but the stage is not marked done")
     if main:
         (sdir / "DONE.json").write_text(json.dumps({
-            "stage": k + 1, "name": stage.name, "global_step": result.global_step,
-            "resumed_from": ckpt if resume else None, "steps_run": trainer.steps_run,
-            "train_loss": result.training_loss, "seconds": round(time.time() - t0, 1),
-            "bad_records": bad.counts, "final": str(final)}, indent=2))
+            "stage": k + 1, "name": stage.name, "objective": stage.objective["name"],
+            "global_step": result.global_step, "resumed_from": ckpt if resume else None,
+            "steps_run": result.steps_run, "train_loss": result.train_loss, "seconds": round(time.time() - t0, 1),
+            "bad_records": bad.counts if bad is not None else None, "final": str(final)}, indent=2))
         log.info("%s: done in %.1f s, final model in %s", label, time.time() - t0, final)
-    trainer.accelerator.wait_for_everyone()
+    result.barrier()
     return final
 
 
@@ -218,54 +180,54 @@ def intact_checkpoint(sdir: Path, label: str = "stage") -> str:
                      "to start the stage over")
 
 
-def _override_slicer(model, processor, options: dict):
-    """[LLaVA-UHD v2] Switch the model's and the processor's slicer to ``{**slicer, **options}`` for one stage;
-    returns the callable that switches both back."""
+@contextmanager
+def model_overrides(model, processor, overrides):
+    """A stage's ``model_overrides`` (:class:`~.recipe.ModelOverrides`) for the length of the stage: yields the
+    processor built with them (the model's own when there is none) and gives the model the same geometry; on
+    exit the model's configuration and geometry are its own again, so ``final/`` keeps the model's settings.
+    [LLaVA-UHD v2] stage 1 slices overview-only (``{slicer: {never_split: true}}``, the official
+    ``train.py --single True``)."""
     from ..geometry import ImageGeometry
+    from ..processing import LoupeImageProcessor, LoupeProcessor
     from ..registry import SLICERS
 
-    old = dict(model.config.slicer)
+    if not overrides.slicer:
+        yield processor
+        return
+    spec = SLICERS.normalise({**model.config.slicer, **overrides.slicer}, where="model_overrides.slicer")
+    ip = processor.image_processor
+    stage_processor = LoupeProcessor(
+        image_processor=LoupeImageProcessor(slicer=spec, vision=ip.vision, connector=ip.connector,
+                                            max_image_pixels=ip.max_image_pixels),
+        tokenizer=processor.tokenizer, chat_template=processor.chat_template)
+    stage_processor.context_length = processor.context_length
+    own_slicer, own_geometry = model.config.slicer, model.geometry
+    model.config.slicer = spec
+    model.geometry = ImageGeometry.from_config(model.config)
+    try:
+        yield stage_processor
+    finally:
+        model.config.slicer, model.geometry = own_slicer, own_geometry
 
-    def use(spec: dict) -> None:
-        model.config.slicer = spec
-        model.geometry = ImageGeometry.from_config(model.config)
-        processor.image_processor.slicer = spec
-        processor.image_processor.__dict__.pop("geometry", None)  # a cached_property: rebuilt from ``slicer``
 
-    use(SLICERS.normalise({**old, **options}))
-    return lambda: use(old)
-
-
-def _write_final(trainer, model, sdir: Path, manifest: dict) -> None:
-    """``sdir/final``: merged LoRA (adapter kept in ``lora_adapter/``), ``save_pretrained`` model + processor and
-    a ``loupe_stage.json`` manifest, written to ``final.tmp`` by every rank (FSDP/ZeRO-3 gather) and renamed."""
+def _write_final(result, model, sdir: Path, manifest: dict) -> None:
+    """``sdir/final``: merged LoRA (adapter kept in ``lora_adapter/``), the model + processor written by the
+    objective's ``save`` and a ``loupe_stage.json`` manifest, written to ``final.tmp`` by every rank (FSDP/ZeRO-3
+    gather) and renamed."""
     from .lora import finish_lora
 
-    main = trainer.args.should_save
+    main = result.is_main
     tmp, final = sdir / "final.tmp", sdir / "final"
     if main:
         shutil.rmtree(tmp, ignore_errors=True)
-    trainer.accelerator.wait_for_everyone()
+    result.barrier()
     finish_lora(model, tmp / "lora_adapter", is_main=main)
-    trainer.save_model(str(tmp))
+    result.save(tmp)
     if main:
         (tmp / "loupe_stage.json").write_text(json.dumps(manifest, indent=2))
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
-
-
-def _gather_bad(trainer):
-    from accelerate.utils import gather_object
-
-    from ..data.llava_format import BadRecords
-
-    if trainer.args.world_size <= 1:
-        return trainer.bad
-    merged = BadRecords()
-    for d in gather_object([trainer.bad.to_json()]):
-        merged.merge(BadRecords.from_json(d))
-    return merged
 
 
 def _init_model(recipe: Recipe, k: int, out: Path):
@@ -323,6 +285,8 @@ def describe(recipe: Recipe) -> str:
             f"{', LoRA r=' + str(s.lora.r) if s.lora else ''}; batch {s.global_batch_size}, "
             f"{str(s.max_steps) + ' steps' if s.max_steps else f'{s.epochs:g} epoch(s)'}, {s.schedule} "
             f"warmup {s.warmup_ratio:g}, max_length {s.max_length}, {s.precision}, init from {s.init_from}"
+            + ("" if s.objective["name"] == "lm" else f"; objective {s.objective['name']}")
+            + (f"; slicer {s.model_overrides.slicer} for this stage" if s.model_overrides.slicer else "")
         )
     plans = check_parts(recipe)
     if plans is None:

@@ -1,8 +1,12 @@
-"""VDIM pre-training (``objective: vdim``): the multi-level reconstruction (MLR) loss of LLaVA-UHD v2, image-only.
+"""``vdim``: LLaVA-UHD v2's VDIM pre-training, the multi-level reconstruction (MLR) loss, image-only.
 
-Paper §3.2 eq. 2 ("Optimizing VDIM"); official ``featup/train_vdim_upsampler.py`` (``JBUFeatUp.training_step``,
-config ``featup/configs/vdim_upsampler.yaml``), spec §3.6 stage 0. Per batch of square crops (B, 3, R, R), with the
-model's own frozen vision tower as the teacher (layer -2, CLS dropped, an (R/14)^2 map, ``is_norm False``):
+Zhang et al., "LLaVA-UHD v2" (arXiv 2412.13871), Sec. 3.2 eq. 2 ("Optimizing VDIM") and Sec. 4.1; official
+``thunlp/LLaVA-UHD`` branch ``LLaVA-UHD-v2``: ``featup/train_vdim_upsampler.py`` (``JBUFeatUp.training_step``)
+with ``featup/configs/vdim_upsampler.yaml`` (the defaults of :class:`VdimObjective.Config`), the loss pieces
+from FeatUp (Fu et al., ICLR 2024; ``featup/downsamplers.py`` ``AttentionDownsampler``, ``featup/losses.py``
+``SampledCRFLoss``).
+Per batch of square crops (B, 3, R, R), with the model's own frozen vision tower as the teacher (layer -2,
+CLS dropped, an (R/14)^2 map, ``is_norm False``):
 
 1. F1 = teacher(img); (F2, F4) = ``upsampler.forward_stageloss(F1, img)`` (F2 detached before ``up2``);
    both bilinearly resized to R x R;
@@ -22,17 +26,24 @@ Fidelity traps, [IMPORTANT]: the official crops are resized with NEAREST (shorte
 normalised with **ImageNet** statistics although the MLLM feeds CLIP-normalised pixels (``normalize: imagenet``
 default, ``clip`` as an option); the official down-sampler applies its attention dropout mask even in eval (here:
 training only); the CRF's guidance is the un-jittered image while its features are jittered (kept).
-Single process (no DDP), no mid-stage resume: a rerun starts the stage over.
+Single process (no DDP), no mid-stage resume (no checkpoints): a rerun starts the stage over.
+
+Recipe::
+
+    - name: vdim
+      objective: {name: vdim, n_jitters: 2, max_pad: 30, max_zoom: 2, projection: 30, crf_weight: 0.001}
+      data: {path: cocostuff/train2017.jsonl, image_root: cocostuff}   # the first image of each record
+      parts: {connector: {lr: 1.0e-3, only: ['connector\\.upsampler\\.']}}
+      optimizer: nadam
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
-import shutil
-import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -42,6 +53,9 @@ from torch import nn
 
 from ..errors import LoupeError
 from ..images import load_image
+from ..registry import OBJECTIVES
+from ..validation import bounded
+from .base import Objective, StageJob, StageResult
 
 log = logging.getLogger("loupe.train")
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -211,62 +225,70 @@ def image_paths(data_path: Path, image_root: Path | None) -> list[Path]:
     return out
 
 
-def run_vdim_stage(recipe, k: int, out: Path, model, processor, plan) -> Path:
-    """Train ``connector.upsampler`` (the parts of ``plan``) with the MLR loss; write ``final/`` like any stage.
-    The stage's ``vdim`` options go to :class:`MLRLoss` (and ``normalize``: ``imagenet`` | ``clip`` to the crops)."""
-    from .engine import batch_split, resolve_precision
+@OBJECTIVES.register("vdim")
+class VdimObjective(Objective):
+    """Trains the connector's VDIM up-sampler (the stage's ``parts``) with :class:`MLRLoss` on the first image
+    of every record of the stage's data; one process, its own small loop (no Trainer: the auxiliary
+    down-samplers and scale nets train with the up-sampler but are not part of the model)."""
 
-    stage, sdir = recipe.stages[k], out / f"stage-{k + 1}-{recipe.stages[k].name}"
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device).train()
-    opts = dict(stage.vdim)
-    normalize = opts.pop("normalize", "imagenet")
-    if normalize not in ("imagenet", "clip"):
-        raise LoupeError(f"vdim.normalize must be 'imagenet' (official) or 'clip', got {normalize!r}")
-    try:
-        mlr = MLRLoss(model, **opts).to(device).train()
-    except TypeError as e:
-        raise LoupeError(f"bad vdim options {sorted(opts)}: {e} (valid: n_jitters, max_pad, max_zoom, projection, "
-                         "crf_weight, crf_samples, normalize)") from None
-    paths = image_paths(Path(recipe.data_root) / stage.data.path,
-                        Path(recipe.data_root) / stage.data.image_root if stage.data.image_root else None)
-    per_device, accum = batch_split(stage.global_batch_size, stage.per_device_batch_size, 1)
-    steps = stage.max_steps or max(1, int(stage.epochs * len(paths)) // stage.global_batch_size)
-    params = [p for p in model.parameters() if p.requires_grad] + list(mlr.parameters())
-    opt_cls = {"nadam": torch.optim.NAdam, "sgd": torch.optim.SGD}.get(stage.optimizer, torch.optim.AdamW)
-    decay = {} if opt_cls is torch.optim.SGD else {"weight_decay": stage.weight_decay}
-    opt = opt_cls(params, lr=stage.max_lr, **decay)
-    bf16 = resolve_precision(stage.precision) == "bf16"
-    g = torch.Generator().manual_seed(recipe.seed)
-    history, t0, order = [], time.time(), []
-    for step in range(steps):
-        opt.zero_grad(set_to_none=True)
-        logs: dict[str, float] = {}
-        for _ in range(accum):
-            if len(order) < per_device:
-                order += torch.randperm(len(paths), generator=g).tolist()
-            batch = torch.stack([load_crop(paths[order.pop(0)], mlr.resolution, normalize) for _ in range(per_device)])
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                losses = mlr(batch.to(device))
-            (losses["loss"] / accum).backward()
-            for key, v in losses.items():
-                logs[key] = logs.get(key, 0.0) + float(v.detach()) / accum
-        if step < 10:  # official: clip_gradients(0.0001) for the first 10 steps only
-            torch.nn.utils.clip_grad_norm_(params, 1e-4)
-        opt.step()
-        history.append({"step": step + 1, **{key: round(v, 6) for key, v in logs.items()}})
-        if (step + 1) % stage.logging_steps == 0:
-            log.info("vdim step %d/%d: %s", step + 1, steps, history[-1])
-    final, tmp = sdir / "final", sdir / "final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    processor.save_pretrained(str(tmp))
-    (tmp / "loupe_stage.json").write_text(json.dumps({"recipe": recipe.name, "stage": k + 1, "name": stage.name,
-                                                      "objective": "vdim", "trained_parts": plan.lrs}, indent=2))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    (sdir / "log_history.json").write_text(json.dumps(history, indent=1))
-    done = {"stage": k + 1, "name": stage.name, "global_step": steps, "train_loss": history[-1]["loss"],
-            "seconds": round(time.time() - t0, 1), "final": str(final)}
-    (sdir / "DONE.json").write_text(json.dumps(done, indent=2))
-    return final
+    @dataclass
+    class Config:
+        """Defaults: the official ``featup/configs/vdim_upsampler.yaml``."""
+
+        n_jitters: int = bounded(2, min=1)
+        max_pad: int = bounded(30, min=0)
+        max_zoom: float = bounded(2.0, min=1.0)
+        projection: int = bounded(30, min=1)  # random projection's output channels
+        crf_weight: float = bounded(0.001, min=0.0)
+        crf_samples: int = bounded(1000, min=2)  # pixels sampled by the CRF loss
+        normalize: Literal["imagenet", "clip"] = "imagenet"  # the crops' statistics (official: imagenet)
+
+    def check_stage(self, stage) -> None:
+        if stage.lora is not None:
+            raise LoupeError("objective vdim trains the connector's up-sampler only: remove lora from this stage")
+
+    def train(self, job: StageJob) -> StageResult:
+        from ..training.engine import batch_split, resolve_precision
+
+        stage, model, cfg = job.stage, job.model, self.config
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        model.to(device).train()
+        mlr = MLRLoss(model, n_jitters=cfg.n_jitters, max_pad=cfg.max_pad, max_zoom=cfg.max_zoom,
+                      projection=cfg.projection, crf_weight=cfg.crf_weight,
+                      crf_samples=cfg.crf_samples).to(device).train()
+        paths = image_paths(job.data_path, job.image_root)
+        per_device, accum = batch_split(stage.global_batch_size, stage.per_device_batch_size, 1)
+        steps = stage.max_steps or max(1, int(stage.epochs * len(paths)) // stage.global_batch_size)
+        params = [p for p in model.parameters() if p.requires_grad] + list(mlr.parameters())
+        opt_cls = {"nadam": torch.optim.NAdam, "sgd": torch.optim.SGD}.get(stage.optimizer, torch.optim.AdamW)
+        decay = {} if opt_cls is torch.optim.SGD else {"weight_decay": stage.weight_decay}
+        opt = opt_cls(params, lr=stage.max_lr, **decay)
+        bf16 = resolve_precision(stage.precision) == "bf16"
+        g = torch.Generator().manual_seed(job.recipe.seed)
+        history, order = [], []
+        for step in range(steps):
+            opt.zero_grad(set_to_none=True)
+            logs: dict[str, float] = {}
+            for _ in range(accum):
+                if len(order) < per_device:
+                    order += torch.randperm(len(paths), generator=g).tolist()
+                batch = torch.stack([load_crop(paths[order.pop(0)], mlr.resolution, cfg.normalize)
+                                     for _ in range(per_device)])
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    losses = mlr(batch.to(device))
+                (losses["loss"] / accum).backward()
+                for key, v in losses.items():
+                    logs[key] = logs.get(key, 0.0) + float(v.detach()) / accum
+            if step < 10:  # official: clip_gradients(0.0001) for the first 10 steps only
+                torch.nn.utils.clip_grad_norm_(params, 1e-4)
+            opt.step()
+            history.append({"step": step + 1, **{key: round(v, 6) for key, v in logs.items()}})
+            if (step + 1) % stage.logging_steps == 0:
+                log.info("vdim step %d/%d: %s", step + 1, steps, history[-1])
+
+        def save(folder: Path) -> None:
+            model.save_pretrained(str(folder))
+            job.base_processor.save_pretrained(str(folder))
+
+        return StageResult(global_step=steps, train_loss=history[-1]["loss"], log_history=history, save=save,
+                           steps_run=steps)
