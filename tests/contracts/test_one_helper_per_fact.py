@@ -85,16 +85,14 @@ def test_pad_fill_is_the_encoders_mean(name):
 
 
 # What a package user does not have: the development specs' section numbers and paths. Docstrings cite the paper
-# and section, or the official repository file and function, instead. profiling/ and training/ are being rewritten
-# by their own change (#18) and are checked once it lands: drop them from SKIP then.
-SKIP = ("profiling/", "training/")
+# and section, or the official repository file and function, instead.
 PRIVATE = ("spec §", "../shared", "shared/specs", "shared/papers", "performance-anchors", "performance anchors §",
            "demo-learning-facts", "errata", "seed-methods.md")
 
 
 def test_docstrings_cite_no_private_paths():
     found = [f"{p.relative_to(SRC).as_posix()}:{i}: {line.strip()}"
-             for p in sorted(SRC.rglob("*.py")) if not p.relative_to(SRC).as_posix().startswith(SKIP)
+             for p in sorted(SRC.rglob("*.py"))
              for i, line in enumerate(p.read_text().splitlines(), 1) if any(s in line for s in PRIVATE)]
     assert not found, "\n".join(found)
 
