@@ -107,12 +107,17 @@ def test_queue_full_429(saved_model, img):
         codes = []
         ts = [threading.Thread(target=lambda: codes.append(httpx.post(bg.url + "/v1/chat/completions", json=body,
                                                                      timeout=60).status_code)) for _ in range(2)]
-        for t in ts:
-            t.start()
         import time
+        # one at a time: the first must be running (taken off the queue by the worker) before the second is queued;
+        # started together, both race for the one queue place and the second is (rightly) refused
+        ts[0].start()
         t0 = time.monotonic()
-        while not (entered.is_set() and srv.worker.q.qsize() >= 1) and time.monotonic() - t0 < 20:  # one running, one waiting
+        while not entered.is_set() and time.monotonic() - t0 < 20:
             time.sleep(0.02)
+        ts[1].start()
+        while srv.worker.q.qsize() < 1 and time.monotonic() - t0 < 20:  # one running, one waiting
+            time.sleep(0.02)
+        assert entered.is_set() and srv.worker.q.qsize() == 1
         r = httpx.post(bg.url + "/v1/chat/completions", json=body, timeout=60)
         _check(r, 429, ["queue is full"])
         gate.set()
