@@ -43,6 +43,19 @@ class _Onloaded:
         return False
 
 
+def vit_flops(patches: int, extra_tokens: int, width: int, ffn: int, layers: int, patch_in: int) -> dict[str, int]:
+    """Analytic FLOPs (2 x MACs, as FlopCounterMode counts) of a plain ViT on one tile: the patch embedding
+    (``patches`` x ``patch_in`` inputs, e.g. 3 x 14 x 14) and ``layers`` blocks over N = patches + ``extra_tokens``
+    (CLS) tokens: q/k/v/o projections 8 N C^2, MLP 4 N C F, score and AV matmuls 4 N^2 C (full attention). LN, GELU,
+    softmax and biases are not counted. ``{"patch_embed", "attention" (part of "layers"), "layers", "total"}``."""
+    n = patches + extra_tokens
+    attn = 4 * n * n * width
+    out = {"patch_embed": 2 * patches * width * patch_in, "attention": layers * attn,
+           "layers": layers * (8 * n * width * width + 4 * n * width * ffn + attn)}
+    out["total"] = out["patch_embed"] + out["layers"]
+    return out
+
+
 class VisionEncoder(nn.Module, ABC):
     """Contract (every abstract member must be defined, or registration fails): :meth:`feature_grid`,
     :meth:`output_dim` and :meth:`flops` (pure, from the config) and :meth:`forward` (tiles -> feature maps:

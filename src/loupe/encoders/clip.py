@@ -36,7 +36,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 from ..errors import LoupeError
 from ..images import CLIP_MEAN, CLIP_STD  # noqa: F401  (re-exported: the statistics of this encoder)
 from ..registry import ENCODERS
-from .base import VisionEncoder, onloaded
+from .base import VisionEncoder, onloaded, vit_flops
 from ..validation import bounded
 
 
@@ -100,12 +100,7 @@ class CLIPEncoder(VisionEncoder):
         k = config.select_layer if config.select_layer >= 0 else n_all + 1 + config.select_layer
         layers = n_all if all_layers else k
         gw, gh = cls.feature_grid(config, tile_size)
-        n = gw * gh + 1
-        attn = 4 * n * n * c
-        out = {"patch_embed": 2 * gw * gh * c * 3 * p * p, "attention": layers * attn,
-               "layers": layers * (8 * n * c * c + 4 * n * c * f + attn)}
-        out["total"] = out["patch_embed"] + out["layers"]
-        return out
+        return vit_flops(gw * gh, 1, c, f, layers, 3 * p * p)
 
     def forward(self, pixel_values: torch.Tensor, layouts=None) -> torch.Tensor | list[torch.Tensor]:
         """(N, 3, H, W) -> (N, H/p, W/p, C); with ``native_aspect`` see the module docstring."""

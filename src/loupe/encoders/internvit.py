@@ -17,7 +17,7 @@ from transformers import InternVLVisionConfig, InternVLVisionModel
 
 from ..errors import LoupeError
 from ..registry import ENCODERS
-from .base import VisionEncoder
+from .base import VisionEncoder, vit_flops
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -66,12 +66,7 @@ class InternViTEncoder(VisionEncoder):
         hf, p = config.hf_config, cls._patch(config)
         c, f, layers = hf.get("hidden_size", 1024), hf.get("intermediate_size", 4096), hf.get("num_hidden_layers", 24)
         gw, gh = cls.feature_grid(config, tile_size)
-        n = gw * gh + 1
-        attn = 4 * n * n * c
-        out = {"patch_embed": 2 * gw * gh * c * 3 * p * p, "attention": layers * attn,
-               "layers": layers * (8 * n * c * c + 4 * n * c * f + attn)}
-        out["total"] = out["patch_embed"] + out["layers"]
-        return out
+        return vit_flops(gw * gh, 1, c, f, layers, 3 * p * p)
 
     @property
     def dtype(self) -> torch.dtype:

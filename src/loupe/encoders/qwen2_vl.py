@@ -24,7 +24,7 @@ from transformers.vision_utils import get_vision_cu_seqlens, get_vision_position
 
 from ..errors import LoupeError
 from ..registry import ENCODERS
-from .base import VisionEncoder
+from .base import VisionEncoder, vit_flops
 from .clip import CLIP_MEAN, CLIP_STD
 
 #: Qwen2-VL-7B vision tower (transformers' Qwen2VLVisionConfig defaults)
@@ -63,12 +63,7 @@ class Qwen2VLEncoder(VisionEncoder):
         c, layers = hf.get("embed_dim", 1280), hf.get("depth", 32)
         f = c * hf.get("mlp_ratio", 4)
         gw, gh = cls.feature_grid(config, tile_size)
-        n = gw * gh
-        attn = 4 * n * n * c
-        out = {"patch_embed": 2 * n * c * 3 * hf.get("temporal_patch_size", 2) * p * p, "attention": layers * attn,
-               "layers": layers * (8 * n * c * c + 4 * n * c * f + attn)}
-        out["total"] = out["patch_embed"] + out["layers"]
-        return out
+        return vit_flops(gw * gh, 0, c, f, layers, 3 * hf.get("temporal_patch_size", 2) * p * p)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -17,7 +17,7 @@ from transformers import SiglipVisionConfig, SiglipVisionModel
 
 from ..errors import LoupeError
 from ..registry import ENCODERS
-from .base import VisionEncoder
+from .base import VisionEncoder, vit_flops
 
 #: google/siglip-so400m-patch14-384 vision tower as LLaVA-OneVision uses it (26 of 27 blocks, no head)
 SIGLIP_SO400M_384 = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=26, num_attention_heads=16,
@@ -63,12 +63,7 @@ class SiglipEncoder(VisionEncoder):
         k = config.select_layer if config.select_layer >= 0 else n_all + 1 + config.select_layer
         layers = n_all if all_layers else k
         gw, gh = cls.feature_grid(config, tile_size)
-        n = gw * gh
-        attn = 4 * n * n * c
-        out = {"patch_embed": 2 * n * c * 3 * p * p, "attention": layers * attn,
-               "layers": layers * (8 * n * c * c + 4 * n * c * f + attn)}
-        out["total"] = out["patch_embed"] + out["layers"]
-        return out
+        return vit_flops(gw * gh, 0, c, f, layers, 3 * p * p)
 
     @property
     def dtype(self) -> torch.dtype:
