@@ -323,6 +323,15 @@ def test_pools_and_overview_follow_their_definitions():
 
     assert torch.equal(downsample(x, (4, 4), "bilinear"), x[:, 1::3, 1::3])  # official bilinear = centre sampling
     assert torch.allclose(downsample(x, (4, 4), "avg"), x.reshape(2, 4, 3, 4, 3, 8).mean((2, 4)), atol=1e-6)
+    assert torch.allclose(downsample(x, (4, 4), "area"), downsample(x, (4, 4), "avg"), atol=1e-6)
+    # a 20-wide mosaic to 8 (factor 2.5): bilinear never reads columns 2, 7, 12, 17; area reads every column
+    y = torch.zeros(1, 12, 20, 1, requires_grad=True)
+    downsample(y, (8, 8), "bilinear").sum().backward()
+    unseen = (y.grad[0, :, :, 0].abs().sum(0) == 0).nonzero().flatten().tolist()
+    assert unseen == [2, 7, 12, 17]
+    y.grad = None
+    downsample(y, (8, 8), "area").sum().backward()
+    assert (y.grad[0, :, :, 0].abs().sum(0) > 0).all()
     with pytest.raises(LoupeError, match="fusion"):
         loupe.build_model("inf-llava-tiny", connector={"fusion": "concat"})
     with pytest.raises(LoupeError, match="dcm"):

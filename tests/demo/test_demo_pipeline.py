@@ -50,6 +50,8 @@ def test_demo_runs_end_to_end_at_toy_budget(tmp_path):
     groups = {tuple(v["group"]) for v in result["pretrain"].values()}
     assert groups == {("demo-lowres", "demo-anyres", "demo-inf-llava", "demo-uhd-v2"), ("demo-convllava",),
                       ("demo-fila",)}
+    # INF-LLaVA's DEM gets its stage 1 (and only it)
+    assert [p for p, v in result["pretrain"].items() if "dem" in v] == ["demo-inf-llava"]
     for preset, row in rows.items():
         proc = loupe.build_processor(preset)
         for size, n in row["visual_tokens_by_size"].items():
@@ -146,3 +148,79 @@ def test_bad_demo_and_synth_settings_are_named(tmp_path, capsys):
             SynthConfig(**kw)
     assert main(["data", "synth", "--output", str(tmp_path / "s"), "--shift", "2"]) == 2
     assert "shift is a share" in capsys.readouterr().err
+
+
+def test_convnext_stage_outputs_and_deep_supervision_labels():
+    """The ConvLLaVA arm's encoder exposes every stage (the last one is its output); deep supervision labels the
+    cell holding the tag's centre with the digit, at every stage and at the connector's pooled grid."""
+    from loupe.demo.pretrain import NONE, ViewHeads, view_labels
+
+    model, proc = loupe.build("demo-convllava")
+    enc = model.vision_tower
+    x = torch.randn(2, 3, 256, 256)
+    outs = enc.stage_outputs(x)
+    assert [tuple(o.shape[1:3]) for o in outs] == [(64, 64), (32, 32), (16, 16), (8, 8), (4, 4)]
+    assert torch.equal(outs[-1], enc(x))
+    # a 160x96 image on the 256 canvas at (48, 80); a tag at (104, 40)-(112, 48): centre (108, 44) -> canvas (156, 124)
+    rec = {"tag_box": [104, 40, 112, 48], "digit": "7", "side": "left"}
+    (layout,) = proc.image_processor.process([torch.zeros(96, 160, 3, dtype=torch.uint8).numpy()])[1]
+    (lab,) = view_labels(layout, rec)
+    assert lab[:2] == (7, 0) and abs(lab[2] - 156 / 256) < 1e-9 and abs(lab[3] - 124 / 256) < 1e-9
+    heads = ViewHeads(enc, enc.out_dim, dense=True, pool=2)
+    maps = heads.maps(x[:1])
+    assert [tuple(m.shape[1:3]) for m in maps][-1] == (2, 2)  # the 4x4 output pooled as the connector pools
+    where = torch.tensor([lab[2:]])
+    for m in maps:
+        cells = ViewHeads.cell_labels(m, torch.tensor([7]), where)[0]
+        h = m.shape[1]
+        assert (cells == 7).sum() == 1 and cells[int(124 / 256 * h), int(156 / 256 * h)] == 7
+        assert (cells == NONE).sum() == h * h - 1
+    assert heads(x[:1], [layout], torch.tensor([7]), torch.tensor([0]), where)["loss"].isfinite()
+
+
+def test_seed_aggregate_mean_std_and_margin():
+    from loupe.demo.run import aggregate, markdown_table_seeds
+
+    def result(seed, base, anyres):
+        rows = [{"method": m, "preset": p, "visual_tokens": t, "gflops_per_image": 0.1, "encoder_tag_accuracy": 100.0,
+                 "train_seconds": 10.0, "accuracy": {"detail": d, "layout": 100.0, "overall": (d + 100) / 2}}
+                for m, p, t, d in (("base", "demo-lowres", 4, base), ("tiles", "demo-anyres", 65, anyres))]
+        return {"config": {"seed": seed, "output": "x"}, "rows": rows, "total_seconds": 60.0}
+
+    agg = aggregate([result(0, 8.0, 100.0), result(1, 10.0, 90.0), result(2, 12.0, 80.0)])
+    base, tiles = agg["rows"]
+    assert agg["seeds"] == [0, 1, 2]
+    assert (base["detail"], base["detail_std"]) == (10.0, 2.0)
+    assert (tiles["detail"], tiles["detail_std"], tiles["detail_over_baseline"]) == (90.0, 10.0, 80.0)
+    assert tiles["detail_by_seed"] == [100.0, 90.0, 80.0]
+    table = markdown_table_seeds(agg)
+    assert "| 90.0 ± 10.0 |" in table and "+80.0" in table and "100.0 / 90.0 / 80.0" in table
+
+
+def test_cli_demo_seeds_are_checked(tmp_path, capsys):
+    from loupe.cli.main import main
+
+    assert main(["demo", "--quick", "--output", str(tmp_path), "--seeds", "0,0"]) == 2
+    assert "seeds listed twice" in capsys.readouterr().err
+    assert main(["demo", "--quick", "--output", str(tmp_path), "--seeds", "x"]) == 2
+
+
+def test_dem_stage1_labels_the_tag_cell_of_the_fused_map():
+    """INF-LLaVA's DEM pretraining names the digit at the fused-map cell that holds the tag's centre (the map covers
+    the DCM canvas: here the image itself, 5x3 tiles of 32 px -> an 8x8 output grid)."""
+    from loupe.demo.pretrain import NONE, DEMCells, ViewHeads, canvas_where
+
+    model, proc = loupe.build("demo-inf-llava")
+    feats, (layout,) = proc.image_processor.process([torch.zeros(96, 160, 3, dtype=torch.uint8).numpy()])
+    rec = {"tag_box": [136, 8, 144, 16]}  # centre (140, 12): x 140/160 -> column 7 of 8, y 12/96 -> row 1 of 8
+    where = canvas_where(layout, rec)
+    assert where == (140 / 160, 12 / 96)
+    cells = DEMCells(model.vision_tower, model.connector)
+    (m,) = cells.maps(feats["pixel_values"], [layout])
+    assert tuple(m.shape[:2]) == (8, 8)
+    lab = ViewHeads.cell_labels(m[None], torch.tensor([3]), torch.tensor([where]))[0]
+    assert lab[1, 7] == 3 and (lab == NONE).sum() == 63
+    out = cells(feats["pixel_values"], [layout], torch.tensor([3]), torch.tensor([where]))["loss"]
+    out.backward()
+    assert model.connector.spatial_embed.attention.linears[0].weight.grad is not None
+    assert all(p.grad is None for p in model.vision_tower.parameters())  # the encoder stays as pretrained

@@ -64,3 +64,20 @@ def existing_path(text: str) -> str:
     if not Path(text).exists():
         raise argparse.ArgumentTypeError(f"not found: {text}")
     return text
+
+
+def int_list(minimum: int, what: str):
+    """An argparse type: a comma- (or space-) separated list of whole numbers >= ``minimum``, none twice."""
+    def parse(text: str) -> list[int]:
+        items = [t for t in text.replace(" ", ",").split(",") if t]
+        if not items:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {what}, got {text!r}")
+        vals = [_int(t) for t in items]
+        bad = [v for v in vals if v < minimum]
+        if bad:
+            raise argparse.ArgumentTypeError(f"{what} must be >= {minimum}, got {bad}")
+        if len(set(vals)) != len(vals):
+            raise argparse.ArgumentTypeError(f"{what} listed twice in {text!r}")
+        return vals
+
+    return parse

@@ -3,37 +3,20 @@ to equal visual-token budgets, trained and evaluated as ``loupe demo`` trains an
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from .args import _int, output_dir, positive_int
-
-
-def _int_list(minimum: int, what: str):
-    def parse(text: str) -> list[int]:
-        items = [t for t in text.replace(" ", ",").split(",") if t]
-        if not items:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {what}, got {text!r}")
-        vals = [_int(t) for t in items]
-        bad = [v for v in vals if v < minimum]
-        if bad:
-            raise argparse.ArgumentTypeError(f"{what} must be >= {minimum}, got {bad}")
-        if len(set(vals)) != len(vals):
-            raise argparse.ArgumentTypeError(f"{what} listed twice in {text!r}")
-        return vals
-
-    return parse
+from .args import int_list, output_dir, positive_int
 
 
 def add_parser(sub):
     p = sub.add_parser("compare", help="every method at equal visual-token budgets: fit, train, evaluate, table + "
                                        "Pareto plots")
-    p.add_argument("--budgets", type=_int_list(1, "visual-token budgets"), default=None,
+    p.add_argument("--budgets", type=int_list(1, "visual-token budgets"), default=None,
                    help="comma-separated visual tokens per image (default 16,64,256; --quick: 16,64)")
     p.add_argument("--presets", nargs="+", default=None, metavar="PRESET",
                    help="demo presets to compare (default: every demo arm; --quick: demo-lowres demo-anyres); "
                         "space- or comma-separated")
-    p.add_argument("--seeds", type=_int_list(0, "seeds"), default=None, help="comma-separated (default 0,1,2; "
+    p.add_argument("--seeds", type=int_list(0, "seeds"), default=None, help="comma-separated (default 0,1,2; "
                                                                             "--quick: 0)")
     p.add_argument("--quick", action="store_true", help="the demo's --quick data and steps, 2 methods, 1 seed")
     p.add_argument("--output", type=output_dir, default="out/compare")

@@ -56,7 +56,11 @@ Paper variants, by name (defaults = official code, so the released checkpoints l
 * ``dem``: ``both``; ``global_only`` (Tab. 4 "DEM w/ global": A alone) / ``local_only`` (Tab. 4 "DEM w/
   local": Bm alone), no fusion; ``none`` (no attention: the mosaic named by ``baseline`` — ``local`` F_loc,
   ``global`` F_glo, ``add`` F_loc + F_glo = Tab. 6 "w/ DCM" — pooled; ``pool`` defaults to ``avg`` there).
-* ``pool``: ``bilinear`` (official) | ``avg`` (Eq. 7 F_pool); ``None`` = bilinear, or avg for ``dem="none"``.
+* ``pool``: ``bilinear`` (official) | ``avg`` (Eq. 7 F_pool); ``None`` = bilinear, or avg for ``dem="none"``;
+  ``area`` [LOUPE]: Eq. 7's average over every cell for a factor that is not whole (adaptive average pooling).
+  At the demo's native-resolution layout a 160x96 image gives a 20x12 mosaic for an 8x8 output: ``bilinear``
+  at factor 2.5 never samples mosaic columns 2, 7, 12 and 17 (a tag there is invisible) and ``avg`` cannot
+  divide it.
 * ``combine_overview``: ``mean`` (official) | ``add`` (the paper's "[336+1008]" element-wise addition,
   Tab. 3) | ``none`` (the overview tile is still encoded but unused).
 * ``out_scale`` [LOUPE]: keep an ``out_scale`` x finer grid than one tile (official 1: 576 tokens; 2: 2304), the
@@ -85,7 +89,7 @@ from .mlp import mlp_projector
 DEM_MODES = ("both", "global_only", "local_only", "none")
 FUSIONS = ("official", "linear_concat", "add", "weighted_add", "multiply", "max", "conv3x3")
 COMBINES = ("mean", "add", "none")
-POOLS = ("bilinear", "avg")
+POOLS = ("bilinear", "avg", "area")
 WINDOWS = ("official", "eq18")
 BASELINES = ("local", "global", "add")
 
@@ -236,11 +240,14 @@ class SpatialEmbed(nn.Module):
 
 def downsample(x: torch.Tensor, size: tuple[int, int], pool: str) -> torch.Tensor:
     """(B, H, W, C) -> (B, size_h, size_w, C): official bilinear (in fp32 — float64 stays float64 —,
-    align_corners=False, cast back) or average pooling."""
+    align_corners=False, cast back), average pooling, or ``area``: adaptive average pooling (every output cell
+    the mean of the input cells it overlaps; equal to ``avg`` when the factor is whole)."""
     y = x.permute(0, 3, 1, 2)
     if pool == "bilinear":
         work = torch.float64 if x.dtype == torch.float64 else torch.float32
         y = F.interpolate(y.to(work), size=size, mode="bilinear", align_corners=False).to(x.dtype)
+    elif pool == "area":
+        y = F.adaptive_avg_pool2d(y, size)
     else:
         y = F.avg_pool2d(y, kernel_size=(x.shape[1] // size[0], x.shape[2] // size[1]))
     return y.permute(0, 2, 3, 1)
@@ -357,6 +364,12 @@ class DEMConnector(Connector):
     # --- forward --------------------------------------------------------------------------------------------------
     def forward(self, features, layouts, pixel_values=None):
         """features (total_tiles, g_h, g_w, C) -> one (g_h g_w, D) tensor per image."""
+        return [self.proj(x).reshape(x.shape[0] * x.shape[1], -1) for x in self.fused_maps(features, layouts)]
+
+    def fused_maps(self, features, layouts) -> list[torch.Tensor]:
+        """features (total_tiles, g_h, g_w, C) -> one (g_h s, g_w s, C) map per image: the DEM output
+        down-sampled (and combined with the overview), before the projector. Stage-1 stand-in pretraining reads
+        it (:func:`loupe.demo.pretrain.pretrain_dem`)."""
         plans, offsets, start = [], [], 0
         for lay in layouts:
             grids = [(features.shape[2], features.shape[1])] * lay.num_tiles
@@ -387,7 +400,6 @@ class DEMConnector(Connector):
                 if sc > 1:  # the overview's cells repeated onto the finer output grid
                     ov = ov.repeat_interleave(sc, 1).repeat_interleave(sc, 2)
                 x = torch.stack([ov, x], -1).mean(-1) if self.config.combine_overview == "mean" else ov + x
-            y = self.proj(x).reshape(b, g_h * g_w * sc * sc, -1)
             for k, i in enumerate(members):
-                out[i] = y[k]
+                out[i] = x[k]
         return out

@@ -34,7 +34,8 @@ import torch
 
 from ..errors import LoupeError
 from ..presets.demo import DEMO_SIZES
-from .run import ARMS, QUICK_ARMS, DemoConfig, _finished, prepare_benchmark, pretrain_groups, train_arm, write_atomic
+from .run import (ARMS, QUICK_ARMS, DemoConfig, _finished, prepare_benchmark, pretrain_connectors, pretrain_groups,
+                  train_arm, write_atomic)
 
 #: the released 7B-class preset of each method, for the real-size cost (demo arm -> preset; then today's methods)
 REAL_SIZE = {
@@ -57,10 +58,13 @@ class CompareConfig:
     budgets: list = field(default_factory=lambda: [16, 64, 256])
     seeds: list = field(default_factory=lambda: [0, 1, 2])
     arms: list = field(default_factory=lambda: [a[1] for a in ARMS])
-    n_train: int = 2000
-    n_test: int = 300
-    pretrain_steps: int = 400
-    train_steps: int = 200
+    # the default run: the demo's --quick data and steps (every cell of 6 methods x 3 budgets x 3 seeds in <= 60 min
+    # on 2 cores); the demo's own default budgets are for `loupe demo`
+    n_train: int = 1200
+    n_test: int = 150
+    pretrain_steps: int = 300
+    deep_pretrain_steps: int = 800
+    train_steps: int = 120
     batch_size: int = 32
     lr: float = 1e-3
     threads: int | None = None
@@ -102,7 +106,8 @@ class CompareConfig:
     def demo(self, seed: int) -> DemoConfig:
         """The demo settings of one seed (data, steps, recipe)."""
         return DemoConfig(output=self.output, seed=seed, n_train=self.n_train, n_test=self.n_test,
-                          pretrain_steps=self.pretrain_steps, train_steps=self.train_steps,
+                          pretrain_steps=self.pretrain_steps, deep_pretrain_steps=self.deep_pretrain_steps,
+                          train_steps=self.train_steps,
                           batch_size=self.batch_size, lr=self.lr, arms=list(self.arms))
 
 
@@ -243,7 +248,7 @@ def run_compare(cfg: CompareConfig, log=print) -> dict:
                 else:
                     todo.append((preset, budget, cdir, key))
 
-        enc_state, pre, llm_state = {}, {}, None
+        enc_state, pre, llm_state, conn_state = {}, {}, None, {}
         if todo:
             built = {}
             for p in cfg.arms:
@@ -252,6 +257,9 @@ def run_compare(cfg: CompareConfig, log=print) -> dict:
             llm_state = {k: v.clone() for k, v in built[cfg.arms[0]][0].language_model.state_dict().items()}
             skip = {p for p in cfg.arms if all(q != p for q, *_ in todo)}
             pre, _, enc_state = pretrain_groups(built, skip, dcfg, sdir, train_recs, root, log)
+            dem_reports, conn_state = pretrain_connectors(built, skip, dcfg, sdir, train_recs, root, enc_state, log)
+            for p, rep in dem_reports.items():
+                pre[p] = {**pre[p], "dem": rep}
             del built
         for preset, budget, cdir, key in todo:
             fit = fits[preset, budget][0]
@@ -270,6 +278,8 @@ def run_compare(cfg: CompareConfig, log=print) -> dict:
             torch.manual_seed(seed)
             model, proc = loupe.build(preset, **fit.overrides())
             model.vision_tower.load_state_dict(enc_state[preset])
+            if preset in conn_state:  # the DEM's stage 1 (its weights do not depend on the fitted out_scale)
+                model.connector.load_state_dict(conn_state[preset], strict=False)
             model.language_model.load_state_dict(llm_state)
             cdir.mkdir(parents=True, exist_ok=True)
             row, preds, secs = train_arm(preset, model, proc, dcfg, cdir, sdir / "data", test_recs, root, pre[preset],

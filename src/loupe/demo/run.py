@@ -45,6 +45,7 @@ class DemoConfig:
     n_train: int = 2000
     n_test: int = 300
     pretrain_steps: int = 400
+    deep_pretrain_steps: int = 1000  # encoders pretrained with deep supervision (pretrain.py): ConvLLaVA's ConvNeXt
     train_steps: int = 200
     batch_size: int = 32
     lr: float = 1e-3
@@ -54,7 +55,7 @@ class DemoConfig:
     def __post_init__(self):
         from ..errors import LoupeError
 
-        for name in ("n_train", "n_test", "pretrain_steps", "train_steps", "batch_size"):
+        for name in ("n_train", "n_test", "pretrain_steps", "deep_pretrain_steps", "train_steps", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise LoupeError(f"demo {name} must be >= 1, got {getattr(self, name)}")
         if self.n_train < 65:  # stage 1 holds out 64 images
@@ -66,8 +67,8 @@ class DemoConfig:
 
     @classmethod
     def quick(cls, **kw) -> "DemoConfig":
-        return cls(**{"n_train": 1200, "n_test": 150, "pretrain_steps": 300, "train_steps": 120,
-                      "arms": list(QUICK_ARMS), **kw})
+        return cls(**{"n_train": 1200, "n_test": 150, "pretrain_steps": 300, "deep_pretrain_steps": 800,
+                      "train_steps": 120, "arms": list(QUICK_ARMS), **kw})
 
 
 def encoder_groups(built: dict) -> list[list[str]]:
@@ -131,8 +132,11 @@ def pretrain_groups(built: dict, skip, cfg: DemoConfig, out: Path, train_recs, r
         t1 = time.time()
         encoder = built[group[0]][0].vision_tower
         torch.manual_seed(cfg.seed)
+        pool = built[group[0]][0].config.connector.get("pool")  # deep supervision's last level: the mlp's pooling
+        pool = pool if isinstance(pool, int) and not isinstance(pool, bool) else 1
+        steps = cfg.deep_pretrain_steps if hasattr(encoder, "stage_outputs") else cfg.pretrain_steps
         report = pretrain_encoder(encoder, train_recs, root, [built[p][1].image_processor for p in group],
-                                  out / "pretrain" / group[0], max_steps=cfg.pretrain_steps, seed=cfg.seed)
+                                  out / "pretrain" / group[0], max_steps=steps, seed=cfg.seed, pool=pool)
         report["seconds"] = round(time.time() - t1, 1)
         pre_time += report["seconds"]
         state = {k: v.clone() for k, v in encoder.state_dict().items()}
@@ -141,6 +145,31 @@ def pretrain_groups(built: dict, skip, cfg: DemoConfig, out: Path, train_recs, r
         log(f"[demo] encoder pretraining for {', '.join(group)}: {report['steps']} steps, tag-view accuracy "
             f"{report['tag_view_accuracy']:.2f} ({report['seconds']:.0f}s)")
     return pre, pre_time, enc_state
+
+
+def pretrain_connectors(built: dict, skip, cfg: DemoConfig, out: Path, train_recs, root, enc_state: dict,
+                        log=print) -> tuple[dict, dict]:
+    """Stage 1 for connectors that the paper trains before instruction tuning and that the demo pretrains: the DEM
+    of INF-LLaVA (:func:`loupe.demo.pretrain.pretrain_dem`, on the arm's own pretrained encoder, frozen). Returns
+    ({preset: report}, {preset: DEM state (``spatial_embed.*`` keys)})."""
+    from .pretrain import pretrain_dem
+
+    reports, states = {}, {}
+    for preset, (model, proc) in built.items():
+        if preset in skip or not hasattr(model.connector, "fused_maps"):
+            continue
+        t1 = time.time()
+        model.vision_tower.load_state_dict(enc_state[preset])
+        torch.manual_seed(cfg.seed)
+        report = pretrain_dem(model.vision_tower, model.connector, train_recs, root, proc.image_processor,
+                              out / "pretrain" / f"{preset}-dem", max_steps=cfg.pretrain_steps, seed=cfg.seed)
+        report["seconds"] = round(time.time() - t1, 1)
+        reports[preset] = report
+        states[preset] = {k: v.clone() for k, v in model.connector.state_dict().items()
+                          if k.startswith("spatial_embed.")}
+        log(f"[demo] DEM pretraining for {preset}: {report['steps']} steps, tag-cell accuracy "
+            f"{report['cell_accuracy']:.2f} ({report['seconds']:.0f}s)")
+    return reports, states
 
 
 def train_arm(preset: str, model, proc, cfg: DemoConfig, arm_dir: Path, data_root: Path, test_recs: list,
@@ -186,7 +215,7 @@ def train_arm(preset: str, model, proc, cfg: DemoConfig, arm_dir: Path, data_roo
         "visual_tokens_by_size": {f"{w}x{h}": tproc.num_image_tokens((w, h)) for w, h in DEMO_SIZES},
         "gflops_per_image": round(flops_per_image(trained.config if overrides else preset, (128, 128)), 3),
         "train_seconds": round(train_time, 1),
-        "pretrain_seconds": pretrain["seconds"],
+        "pretrain_seconds": round(pretrain["seconds"] + pretrain.get("dem", {}).get("seconds", 0), 1),
         "encoder_tag_accuracy": round(100 * pretrain["tag_view_accuracy"], 1),
         "accuracy": {c: round(100 * sum(v) / len(v), 1) for c, v in sorted(by_cat.items())},
     }
@@ -229,6 +258,10 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
         built[p] = loupe.build(p)
     pre = {p: r["pretrain"] for p, r in done.items()}
     fresh, pre_time, enc_state = pretrain_groups(built, done, cfg, out, train_recs, root, log)
+    dem_reports, conn_state = pretrain_connectors(built, done, cfg, out, train_recs, root, enc_state, log)
+    for p, rep in dem_reports.items():
+        fresh[p] = {**fresh[p], "dem": rep}
+        pre_time += rep["seconds"]
     pre.update(fresh)
 
     rows = []
@@ -239,6 +272,8 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
             continue
         model, proc = built[preset]
         model.vision_tower.load_state_dict(enc_state[preset])
+        if preset in conn_state:
+            model.connector.load_state_dict(conn_state[preset], strict=False)
         row, preds, train_time = train_arm(preset, model, proc, cfg, out / preset, out / "data", test_recs, root,
                                            pre[preset])
         rows.append(row)
@@ -256,6 +291,68 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     return result
 
 
+def _mean_std(xs):
+    """Mean and sample standard deviation (0 for one value), rounded to 0.1."""
+    import math
+
+    m = sum(xs) / len(xs)
+    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+    return round(m, 1), round(sd, 1)
+
+
+def aggregate(results: list[dict]) -> dict:
+    """One demo result per seed -> per-arm mean ± sample std over the seeds, and each arm's margin over the
+    baseline (the first arm, ``demo-lowres``) on mean detail accuracy."""
+    seeds = [r["config"]["seed"] for r in results]
+    rows = []
+    for i, first in enumerate(results[0]["rows"]):
+        per = [r["rows"][i] for r in results]
+        row = {k: first[k] for k in ("method", "preset", "visual_tokens", "gflops_per_image")}
+        for cat in ("detail", "layout", "overall"):
+            row[cat], row[cat + "_std"] = _mean_std([p["accuracy"][cat] for p in per])
+            row[cat + "_by_seed"] = [p["accuracy"][cat] for p in per]
+        row["encoder_tag_accuracy"], _ = _mean_std([p["encoder_tag_accuracy"] for p in per])
+        row["train_seconds"], _ = _mean_std([p["train_seconds"] for p in per])
+        rows.append(row)
+    base = next((r for r in rows if r["preset"] == "demo-lowres"), None)
+    for r in rows:
+        r["detail_over_baseline"] = round(r["detail"] - base["detail"], 1) if base else None
+    return {"seeds": seeds, "rows": rows, "seconds_by_seed": [r["total_seconds"] for r in results],
+            "config": {k: v for k, v in results[0]["config"].items() if k not in ("seed", "output")}}
+
+
+def markdown_table_seeds(agg: dict) -> str:
+    """The multi-seed table: mean ± sample std over the seeds, and the margin over the baseline on detail."""
+    head = (f"| method | preset | visual tokens / image | GFLOPs / image | encoder % | detail % | layout % "
+            f"| detail vs baseline | detail by seed ({', '.join(map(str, agg['seeds']))}) |\n"
+            "|---|---|---|---|---|---|---|---|---|\n")
+    for r in agg["rows"]:
+        d = r["detail_over_baseline"]
+        head += (f"| {r['method']} | `{r['preset']}` | {r['visual_tokens']} | {r['gflops_per_image']} | "
+                 f"{r['encoder_tag_accuracy']} | {r['detail']} ± {r['detail_std']} | {r['layout']} ± "
+                 f"{r['layout_std']} | {'—' if r['preset'] == 'demo-lowres' else f'{d:+.1f}'} | "
+                 f"{' / '.join(str(x) for x in r['detail_by_seed'])} |\n")
+    return head
+
+
+def run_demo_seeds(cfg: DemoConfig, seeds: list[int], log=print) -> dict:
+    """``loupe demo --seeds``: :func:`run_demo` once per seed into ``<output>/seed<N>`` (each resumable), then
+    ``<output>/results.json`` / ``results.md`` / ``accuracy_vs_tokens.png`` with the mean ± std over the seeds."""
+    from dataclasses import replace
+
+    out = Path(cfg.output)
+    results = []
+    for seed in seeds:
+        log(f"[demo] seed {seed}")
+        results.append(run_demo(replace(cfg, seed=seed, output=str(out / f"seed{seed}")), log))
+    agg = aggregate(results)
+    write_atomic(out / "results.json", json.dumps(agg, indent=2))
+    write_atomic(out / "results.md", markdown_table_seeds(agg))
+    plot([{**r, "accuracy": {"detail": r["detail"]}} for r in agg["rows"]], out / "accuracy_vs_tokens.png",
+         errors=[r["detail_std"] for r in agg["rows"]], title=f"seeds {', '.join(map(str, seeds))}")
+    return agg
+
+
 def markdown_table(rows: list[dict]) -> str:
     """The results table. "encoder %": the stage-1 stand-in pretraining's held-out accuracy at naming the digit on
     the views that hold it whole (the arm's encoder reads the tag before the LLM is trained on it)."""
@@ -269,7 +366,7 @@ def markdown_table(rows: list[dict]) -> str:
     return head
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, errors: list | None = None, title: str | None = None) -> None:
     try:
         import matplotlib
 
@@ -287,6 +384,8 @@ def plot(rows: list[dict], path: Path) -> None:
         k = sum(1 for px, py in placed if abs(math.log10(max(x, 1e-9) / max(px, 1e-9))) < 0.2 and abs(y - py) < 6)
         placed.append((x, y))
         ax.scatter(x, y, s=60)
+        if errors:
+            ax.errorbar(x, y, yerr=errors[rows.index(r)], fmt="none", capsize=3, color="k", lw=0.8)
         ax.annotate(r["method"], (x, y), fontsize=7, xytext=(5, 4 - 10 * k), textcoords="offset points")
     ax.set_xscale("log")
     ticks = [t for t in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if t <= 2 * max(r["visual_tokens"] for r in rows)]
@@ -295,9 +394,9 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.axhline(10, color="grey", lw=0.8, ls="--")
     ax.text(ax.get_xlim()[0] * 1.05, 11, "chance (10%)", fontsize=7, color="grey", ha="left", va="bottom")
     ax.set_xlabel("visual tokens per image (mean over the test images, log scale)")
-    ax.set_ylabel("detail accuracy (%)")
+    ax.set_ylabel("detail accuracy (%)" + (", mean ± std" if errors else ""))
     ax.set_ylim(0, 105)
-    ax.set_title("Loupe demo: fine detail vs visual tokens")
+    ax.set_title("Loupe demo: fine detail vs visual tokens" + (f" ({title})" if title else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -312,19 +312,26 @@ class ConvNeXtEncoder(VisionEncoder):
 
     def forward(self, pixel_values: torch.Tensor, layouts=None) -> torch.Tensor:
         """(N, 3, H, W) -> (N, H // stride, W // stride, C) channels-last, row-major tokens."""
+        return self.stage_outputs(pixel_values)[-1]
+
+    def stage_outputs(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        """Every stage's map, channels-last: [(N, H / (p * 2**i), W / (p * 2**i), C_i) for stage i]; the last is
+        :meth:`forward`'s output (``select_layer=-2`` drops its last block). Deep supervision reads these (the demo's
+        stand-in pretraining, :func:`loupe.demo.pretrain.pretrain_encoder`)."""
         s = self.stride(self.config)
         if min(pixel_values.shape[-2:]) < s:
             raise LoupeError(f"tiles of {tuple(pixel_values.shape[-2:])} px are smaller than the stride {s}")
         x = self.convnext.embeddings(pixel_values.to(self.dtype))
-        stages = self.convnext.encoder.stages
+        stages, outs = self.convnext.encoder.stages, []
         for stage in stages[:-1]:
             x = stage(x)
+            outs.append(x.permute(0, 2, 3, 1))
         last = stages[-1]
         for layer in last.downsampling_layer:
             x = layer(x)
         for layer in last.layers[: len(last.layers) - (self.config.select_layer == -2)]:
             x = layer(x)
-        return x.permute(0, 2, 3, 1)
+        return outs + [x.permute(0, 2, 3, 1)]
 
     def load_pretrained(self, path: str) -> LoadReport:
         """Load a local HF ConvNextModel folder (or one open_clip/timm/HF checkpoint file), strictly."""

@@ -10,6 +10,12 @@ transformers' re-implementation lost one pixel for odd sizes (PR #37819); this o
 
 ``mode="resize"`` squashes the image to the square instead (no padding), for ablations.
 
+``mode="canvas"`` [LOUPE] pastes the image at its own scale on a ``tile_size`` square of the fill colour, at
+offset ``((T - W) // 2, (T - H) // 2)`` (``expand2square``'s rule on a fixed canvas); an image larger than the
+canvas is first shrunk to fit (aspect kept, bicubic). No resampling when it fits, so a fine detail keeps its
+pixels and its place on the encoder's patch grid: the demo's ConvLLaVA arm (:mod:`loupe.presets.demo`) reads its
+images this way, where a 0.8x resize made the tag unreadable to a from-scratch encoder.
+
 Memory: ``plan`` refuses (:class:`~loupe.errors.LoupeError`) an image whose expand2square canvas (or crop-mode
 resize) is over ``max_canvas_pixels`` (default :data:`loupe.images.MAX_CANVAS_PIXELS`), before ``slice``
 allocates it: a 196-byte 40000x1 PNG would otherwise take a 1.6 G pixel canvas. Refusing, not computing the
@@ -61,13 +67,13 @@ class PadSlicer(Slicer):
     @dataclass
     class Config:
         tile_size: int = bounded(336, min=1)
-        mode: str = "pad"  # "pad" (expand2square, official) | "resize" (squash) | "crop" (llava-hf CLIP)
+        mode: str = "pad"  # "pad" (expand2square, official) | "resize" (squash) | "crop" (llava-hf CLIP) | "canvas"
         fill: tuple = bounded(CLIP_MEAN, min=0.0, max=1.0)  # mean colour in [0, 1]; the fill is int(x * 255) per channel
         max_canvas_pixels: int | None = bounded(MAX_CANVAS_PIXELS, min=1)  # cap on the padded square / resized image (None: none)
 
         def __post_init__(self):
-            if self.mode not in ("pad", "resize", "crop"):
-                raise ValueError(f"mode must be 'pad', 'resize' or 'crop', got {self.mode!r}")
+            if self.mode not in ("pad", "resize", "crop", "canvas"):
+                raise ValueError(f"mode must be 'pad', 'resize', 'crop' or 'canvas', got {self.mode!r}")
 
     def plan(self, image_size) -> Layout:
         w, h = check_size(image_size)
@@ -76,6 +82,11 @@ class PadSlicer(Slicer):
             side, x0, y0 = square_paste_offset(w, h)
             canvas, content = (side, side), (x0, y0, x0 + w, y0 + h)
             box = (-x0, -y0, side - x0, side - y0)
+        elif self.config.mode == "canvas":
+            (rw, rh), (x0, y0) = canvas_fit(w, h, t)
+            s = w / rw  # canvas pixel -> original pixel
+            canvas, content = (t, t), (x0, y0, x0 + rw, y0 + rh)
+            box = (-x0 * s, -y0 * s, (t - x0) * s, (t - y0) * s)
         elif self.config.mode == "crop":
             (rw, rh), (cx, cy) = crop_resize_size(w, h, t)
             s = min(w, h) / t  # resized pixel -> original pixel
@@ -105,8 +116,24 @@ class PadSlicer(Slicer):
             (rw, rh), (cx, cy) = crop_resize_size(*image.size, t)
             resized = np.asarray(pil_resize(image, (rw, rh)), dtype=np.uint8)
             return [np.ascontiguousarray(resized[cy : cy + t, cx : cx + t])], layout
+        if self.config.mode == "canvas":
+            (rw, rh), (x0, y0) = canvas_fit(*image.size, t)
+            if (rw, rh) != image.size:
+                image = pil_resize(image, (rw, rh))
+            canvas = Image.new("RGB", (t, t), fill_colour(self.config.fill))
+            canvas.paste(image, (x0, y0))
+            return [np.asarray(canvas, dtype=np.uint8)], layout
         tile = np.asarray(pil_resize(image, (t, t)), dtype=np.uint8)
         return [tile], layout
+
+
+def canvas_fit(width: int, height: int, tile: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``mode="canvas"``: ((W', H') of the pasted image, (x, y) of its paste offset) on a ``tile`` square. The image
+    keeps its size when it fits; otherwise it is shrunk so its long side is ``tile`` (short side >= 1)."""
+    if max(width, height) > tile:
+        k = tile / max(width, height)
+        width, height = (max(1, min(tile, round(width * k))), max(1, min(tile, round(height * k))))
+    return (width, height), ((tile - width) // 2, (tile - height) // 2)
 
 
 def crop_resize_size(width: int, height: int, tile: int) -> tuple[tuple[int, int], tuple[int, int]]:
