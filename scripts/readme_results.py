@@ -1,10 +1,11 @@
 """Regenerate the README's result tables from result files, never by hand.
 
-    python scripts/readme_results.py [--demo OUT/DEMO] [--compare OUT/COMPARE] [--check]
+    python scripts/readme_results.py [--demo OUT/DEMO] [--compare OUT/COMPARE] [--compare-quick OUT/Q] [--check]
 
 ``--demo DIR``: a ``loupe demo --seeds ...`` output folder; its ``results.json``, ``results.md`` and
 ``accuracy_vs_tokens.png`` are copied to ``docs/results/demo/``. ``--compare DIR``: a ``loupe compare`` output
-folder; ``results.json``, ``results.md`` and both plots go to ``docs/results/compare/``. Then every README block
+folder; ``results.json``, ``results.md`` and both plots go to ``docs/results/compare/`` (``--compare-quick``: a
+``loupe compare --quick`` folder, to ``docs/results/compare_quick/``). Then every README block
 between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` is rewritten from ``docs/results/NAME/results.json``
 with the same functions the commands use to write their tables. ``--check``: change nothing, exit 1 if the README
 differs from what the result files give (the test suite runs this).
@@ -22,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 FILES = {"demo": ("results.json", "results.md", "accuracy_vs_tokens.png"),
-         "compare": ("results.json", "results.md", "accuracy_vs_tokens.png", "accuracy_vs_gflops.png")}
+         "compare": ("results.json", "results.md", "accuracy_vs_tokens.png", "accuracy_vs_gflops.png"),
+         "compare_quick": ("results.json", "results.md", "accuracy_vs_tokens.png", "accuracy_vs_gflops.png")}
 
 
 def table(name: str, result: dict) -> str:
@@ -32,14 +34,14 @@ def table(name: str, result: dict) -> str:
         secs = result["seconds_by_seed"]
         return (markdown_table_seeds(result) + f"\nSeeds {', '.join(map(str, result['seeds']))}; wall time per seed "
                 f"{', '.join(f'{s / 60:.1f}' for s in secs)} min (`docs/results/demo/results.json`).\n")
-    if name == "compare":
+    if name in ("compare", "compare_quick"):
         from loupe.demo.compare import markdown_tables
 
         cfg = result["config"]
         return (markdown_tables(result["summary"], result["real_size"]) +
                 f"\nBudgets {', '.join(map(str, cfg['budgets']))}; seeds {', '.join(map(str, cfg['seeds']))}; "
                 f"{cfg['train_steps']} training steps per cell; wall time {result['total_seconds'] / 60:.1f} min "
-                f"(`docs/results/compare/results.json`).\n")
+                f"(`docs/results/{name}/results.json`).\n")
     raise ValueError(name)
 
 
@@ -58,9 +60,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--demo", type=Path)
     ap.add_argument("--compare", type=Path)
+    ap.add_argument("--compare-quick", dest="compare_quick", type=Path)
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args(argv)
-    for name in ("demo", "compare"):
+    for name in FILES:
         src = getattr(args, name)
         if src is None:
             continue
