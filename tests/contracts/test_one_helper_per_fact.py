@@ -30,7 +30,8 @@ def test_clip_mean_is_defined_once():
 
 
 def test_one_expand2square_in_the_slicers():
-    """``Image.new`` (a padded canvas) is written once, in ``pad.expand2square``; dcm and aspect call it."""
+    """``Image.new`` (a padded canvas) is written once, in ``pad.paste_on_canvas`` (behind ``expand2square`` and the
+    canvas mode); dcm and aspect call it."""
     calls = {}
     for p in (SRC / "slicers").glob("*.py"):
         for node in ast.walk(ast.parse(p.read_text())):

@@ -57,8 +57,14 @@ def expand2square(image: Image.Image, mean=CLIP_MEAN) -> Image.Image:
     if image.size[0] == image.size[1]:
         return image
     side, x0, y0 = square_paste_offset(*image.size)
+    return paste_on_canvas(image, side, (x0, y0), mean)
+
+
+def paste_on_canvas(image: Image.Image, side: int, offset: tuple[int, int], mean=CLIP_MEAN) -> Image.Image:
+    """``image`` pasted at ``offset`` on a ``side`` square of :func:`fill_colour` ``(mean)``: the one padded canvas
+    of the slicers (:func:`expand2square`, ``mode="canvas"``)."""
     canvas = Image.new("RGB", (side, side), fill_colour(mean))
-    canvas.paste(image, (x0, y0))
+    canvas.paste(image, offset)
     return canvas
 
 
@@ -120,9 +126,7 @@ class PadSlicer(Slicer):
             (rw, rh), (x0, y0) = canvas_fit(*image.size, t)
             if (rw, rh) != image.size:
                 image = pil_resize(image, (rw, rh))
-            canvas = Image.new("RGB", (t, t), fill_colour(self.config.fill))
-            canvas.paste(image, (x0, y0))
-            return [np.asarray(canvas, dtype=np.uint8)], layout
+            return [np.asarray(paste_on_canvas(image, t, (x0, y0), self.config.fill), dtype=np.uint8)], layout
         tile = np.asarray(pil_resize(image, (t, t)), dtype=np.uint8)
         return [tile], layout
 
