@@ -205,19 +205,40 @@ class SideCurriculum(TrainerCallback):
 
 
 class AccuracyGate(TrainerCallback):
-    """Stop once held-out accuracy on tagged tiles reaches ``gate`` (checked every ``every`` steps)."""
+    """Stop once held-out accuracy (``measure(model, held_out)``, logged as ``key``) reaches ``gate`` (checked every
+    ``every`` steps from ``min_steps``)."""
 
-    def __init__(self, model, held_out, gate: float, min_steps: int, every: int, log: list):
+    def __init__(self, model, held_out, gate: float, min_steps: int, every: int, log: list,
+                 measure=None, key: str = "tag_view_accuracy"):
         self.model, self.held_out, self.gate, self.min_steps, self.every, self.log = (
             model, held_out, gate, min_steps, every, log)
+        self.measure, self.key = measure or tag_view_accuracy, key
 
     def on_step_end(self, args, state, control, **kw):
         if state.global_step % self.every == 0 and state.global_step >= self.min_steps:
-            acc = tag_view_accuracy(self.model, self.held_out)
-            self.log.append({"step": state.global_step, "tag_view_accuracy": acc})
+            acc = self.measure(self.model, self.held_out)
+            self.log.append({"step": state.global_step, self.key: acc})
             if acc >= self.gate:
                 control.should_training_stop = True
         return control
+
+
+def _held_out(records: list[dict], seed: int) -> tuple[list[dict], list[dict]]:
+    """(64 held-out records, the rest), shuffled by ``seed``: the gate's data and the training data."""
+    recs = list(records)
+    random.Random(seed).shuffle(recs)
+    return recs[:64], recs[64:]
+
+
+def _training_args(out_dir: Path, max_steps: int, batch_size: int, lr: float, seed: int,
+                   warmup_steps: int) -> TrainingArguments:
+    """The stage-1 ``Trainer`` settings (AdamW, cosine, clip 1.0, no checkpoints, CPU unless CUDA)."""
+    return TrainingArguments(
+        output_dir=str(out_dir), max_steps=max_steps, per_device_train_batch_size=batch_size, learning_rate=lr,
+        warmup_steps=warmup_steps, lr_scheduler_type="cosine", weight_decay=0.01, max_grad_norm=1.0,
+        logging_steps=25, save_strategy="no", report_to=[], seed=seed, data_seed=seed, remove_unused_columns=False,
+        dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(), disable_tqdm=False,
+    )
 
 
 def pretrain_encoder(encoder: nn.Module, records: list[dict], image_root: Path, image_processors: list,
@@ -226,18 +247,10 @@ def pretrain_encoder(encoder: nn.Module, records: list[dict], image_root: Path, 
     """Train ``encoder`` in place; returns a report (steps, gate log, accuracy). Encoders with ``stage_outputs``
     get deep supervision (module docstring), its last level pooled ``pool`` x ``pool`` as the arm's connector
     pools."""
-    rng = random.Random(seed)
-    recs = list(records)
-    rng.shuffle(recs)
-    held, train = recs[:64], recs[64:]
+    held, train = _held_out(records, seed)
     model = ViewHeads(encoder, encoder.out_dim, dense=hasattr(encoder, "stage_outputs"), pool=pool)
     train_ds, held_ds = ViewDataset(train, image_root, image_processors), ViewDataset(held, image_root, image_processors)
-    args = TrainingArguments(
-        output_dir=str(out_dir), max_steps=max_steps, per_device_train_batch_size=batch_size, learning_rate=lr,
-        warmup_steps=30, lr_scheduler_type="cosine", weight_decay=0.01, max_grad_norm=1.0, logging_steps=25,
-        save_strategy="no", report_to=[], seed=seed, data_seed=seed, remove_unused_columns=False,
-        dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(), disable_tqdm=False,
-    )
+    args = _training_args(out_dir, max_steps, batch_size, lr, seed, warmup_steps=30)
     gate_log: list = []
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, data_collator=collate,
                       callbacks=[AccuracyGate(model, held_ds, gate, min_steps, 25, gate_log)]
@@ -320,16 +333,6 @@ def dem_cell_accuracy(model: DEMCells, dataset: ImageDataset, n: int = 64) -> fl
     return hit / max(min(n, len(dataset)), 1)
 
 
-class _Gate(AccuracyGate):
-    def on_step_end(self, args, state, control, **kw):
-        if state.global_step % self.every == 0 and state.global_step >= self.min_steps:
-            acc = dem_cell_accuracy(self.model, self.held_out)
-            self.log.append({"step": state.global_step, "cell_accuracy": acc})
-            if acc >= self.gate:
-                control.should_training_stop = True
-        return control
-
-
 def pretrain_dem(encoder: nn.Module, connector: nn.Module, records: list[dict], image_root: Path, image_processor,
                  out_dir: Path, max_steps: int = 300, min_steps: int = 50, gate: float = 0.9, batch_size: int = 8,
                  lr: float = 2e-3, seed: int = 0) -> dict:
@@ -341,23 +344,16 @@ def pretrain_dem(encoder: nn.Module, connector: nn.Module, records: list[dict], 
     INF-LLaVA arm sat on the layout-only plateau (loss 0.59) for all 200 steps and answered one digit for every
     image (14.3 % detail; seed 0: 51 %); the paper's ``linear_concat`` fusion left it at 35 %, area pooling alone
     changed nothing (14.3 %)."""
-    rng = random.Random(seed)
-    recs = list(records)
-    rng.shuffle(recs)
-    held, train = recs[:64], recs[64:]
+    held, train = _held_out(records, seed)
     encoder.requires_grad_(False)
     model = DEMCells(encoder, connector)
     train_ds, held_ds = ImageDataset(train, image_root, image_processor), ImageDataset(held, image_root,
                                                                                        image_processor)
-    args = TrainingArguments(
-        output_dir=str(out_dir), max_steps=max_steps, per_device_train_batch_size=batch_size, learning_rate=lr,
-        warmup_steps=20, lr_scheduler_type="cosine", weight_decay=0.01, max_grad_norm=1.0, logging_steps=25,
-        save_strategy="no", report_to=[], seed=seed, data_seed=seed, remove_unused_columns=False,
-        dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(), disable_tqdm=False,
-    )
+    args = _training_args(out_dir, max_steps, batch_size, lr, seed, warmup_steps=20)
     gate_log: list = []
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, data_collator=collate_images,
-                      callbacks=[_Gate(model, held_ds, gate, min_steps, 25, gate_log)])
+                      callbacks=[AccuracyGate(model, held_ds, gate, min_steps, 25, gate_log,
+                                                 dem_cell_accuracy, "cell_accuracy")])
     try:
         result = trainer.train()
     finally:
