@@ -3,6 +3,7 @@ the processor. (Learning itself is measured by the full demo, see the README and
 
 import json
 
+import pytest
 import torch
 
 import loupe
@@ -224,3 +225,28 @@ def test_dem_stage1_labels_the_tag_cell_of_the_fused_map():
     out.backward()
     assert model.connector.spatial_embed.attention.linears[0].weight.grad is not None
     assert all(p.grad is None for p in model.vision_tower.parameters())  # the encoder stays as pretrained
+
+
+def test_convllava_arm_trains_with_its_encoder_frozen_as_its_stage3(tmp_path, monkeypatch):
+    """ConvLLaVA's instruct stage freezes the ConvNeXt (its paper's stage 3); the other arms train every part."""
+    import loupe
+    import loupe.training as training
+    from loupe.demo.run import DemoConfig, train_arm
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(recipe, output=None):
+        seen[recipe.name] = sorted(recipe.stages[0].parts)
+        raise Stop
+
+    monkeypatch.setattr(training, "run_recipe", capture)
+    cfg = DemoConfig(output=str(tmp_path))
+    for preset in ("demo-convllava", "demo-lowres"):
+        model, proc = loupe.build(preset)
+        with pytest.raises(Stop):
+            train_arm(preset, model, proc, cfg, tmp_path / preset, tmp_path, [], tmp_path, {"seconds": 0})
+    assert seen == {"demo-demo-convllava": ["connector", "language_model"],
+                    "demo-demo-lowres": ["connector", "language_model", "vision_tower"]}

@@ -33,7 +33,9 @@ arm's views); ConvLLaVA and FILA bring their own encoders, pretrained the same w
   deep supervision (a per-cell digit head on every stage) reached only 27-33 % there. Two changes did it: no
   resampling (the tag keeps its 8 px grid: ``mode="canvas"``) and deep supervision, with the side target weighted
   5: 91 % at the pooled tokens after ~725 steps (``DemoConfig.deep_pretrain_steps``), and the trained arm reads
-  the digit. The cost is the canvas: 4x the pixels of a 128 px view (GFLOPs in the table).
+  the digit. The cost is the canvas: 4x the pixels of a 128 px view (GFLOPs in the table). Stable across seeds only
+  with the encoder frozen in the demo's instruct stage, as ConvLLaVA's own stage 3 freezes it (detail 8-14 % on
+  seeds 1-2 when it trains on at 1e-3, 95-97 % frozen; :mod:`loupe.demo.run`).
 * ``demo-uhd-v2``     — LLaVA-UHD v2: UHD adaptive slices (<= 16 slices of ~32 px, native aspect, 8 px patches)
   + an overview, ``tinyconv`` per slice at its own grid, Hiwin (2x2 RoI-aligned windows with learnable queries:
   4 tokens per slice), separators in the official token order. [LOUPE] The 1x level only (``feature_scale_mask=1``,
