@@ -73,10 +73,11 @@ class Registry(Generic[T]):
     def __contains__(self, name: str) -> bool:
         return name in self._items
 
-    def config(self, spec: dict[str, Any] | Any, where: str | None = None) -> Any:
+    def config(self, spec: dict[str, Any] | Any, where: str | None = None, yaml_floats: bool = False) -> Any:
         """Turn ``{"name": ..., **options}`` into the part's ``Config`` dataclass, strictly and typed
         (:func:`loupe.validation.build`: unknown keys, wrong types and out-of-range values fail, the message
-        starting with ``where``, e.g. ``model.config.slicer.tile_size: expected int, got str '336'``)."""
+        starting with ``where``, e.g. ``model.config.slicer.tile_size: expected int, got str '336'``).
+        ``yaml_floats``: read ``1e-3`` written in a YAML recipe (a string there) as a float."""
         from .validation import build
 
         where = where or self.kind
@@ -96,7 +97,7 @@ class Registry(Generic[T]):
         if unknown:
             raise LoupeError(f"{where}: unknown option(s) {unknown} for {self.kind} {spec['name']!r}; "
                              f"valid: {', '.join(sorted(fields))}")
-        return build(cls.Config, options, where)
+        return build(cls.Config, options, where, yaml_floats=yaml_floats)
 
     def to_dict(self, cfg: Any) -> dict[str, Any]:
         """The serialisable dict of a Config dataclass, ``name`` first."""

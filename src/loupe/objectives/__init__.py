@@ -48,21 +48,12 @@ __all__ = ["OBJECTIVES", "Objective", "StageJob", "StageResult", "objective_spec
 def objective_spec(value: Any, where: str = "objective") -> dict:
     """``name`` or ``{name, **options}`` -> the full, validated ``{"name": ..., **options}`` (defaults filled).
     Options are checked by the objective's ``Config`` (recipe flavour: ``1e-3`` read as a float)."""
-    from ..validation import build
-
     if isinstance(value, str):
         value = {"name": value}
     if not isinstance(value, dict) or "name" not in value:
         raise LoupeError(f"{where}: give an objective name ({', '.join(OBJECTIVES.names())}) or a mapping with "
                          f"a 'name' key and its options, got {value!r}")
-    if not isinstance(value["name"], str):
-        raise LoupeError(f"{where}.name: expected str, got {type(value['name']).__name__} {value['name']!r}")
-    try:
-        cls = OBJECTIVES.get(value["name"])
-    except LoupeError as e:
-        raise LoupeError(f"{where}: {e}") from None
-    cfg = build(cls.Config, {k: v for k, v in value.items() if k != "name"}, where, yaml_floats=True)
-    return OBJECTIVES.to_dict(cfg)
+    return OBJECTIVES.to_dict(OBJECTIVES.config(value, where, yaml_floats=True))
 
 
 def build_objective(spec: dict) -> Objective:
