@@ -58,13 +58,14 @@ class CompareConfig:
     budgets: list = field(default_factory=lambda: [16, 64, 256])
     seeds: list = field(default_factory=lambda: [0, 1, 2])
     arms: list = field(default_factory=lambda: [a[1] for a in ARMS])
-    # the default run: the demo's --quick data and steps (every cell of 6 methods x 3 budgets x 3 seeds in <= 60 min
-    # on 2 cores); the demo's own default budgets are for `loupe demo`
+    # the default run: the demo's --quick data, 100 steps a cell (every cell of 6 methods x 3 budgets x 3 seeds in
+    # <= 60 min on 2 cores; measured at 120 steps: ~20.4 min a seed, ~61 min in all, UHD v2's 254-token cell alone
+    # 232 s); the demo's own default budgets are for `loupe demo`
     n_train: int = 1200
     n_test: int = 150
     pretrain_steps: int = 300
     deep_pretrain_steps: int = 800
-    train_steps: int = 120
+    train_steps: int = 100
     batch_size: int = 32
     lr: float = 1e-3
     threads: int | None = None
