@@ -30,3 +30,21 @@ def test_the_demo_result_file_shows_the_claim():
     for preset in ("demo-anyres", "demo-inf-llava", "demo-convllava", "demo-uhd-v2", "demo-fila"):
         assert rows[preset]["detail_over_baseline"] >= 20, (preset, rows[preset]["detail"])
     assert max(res["seconds_by_seed"]) <= 20 * 60
+
+
+def test_the_compare_result_file_is_the_default_run_within_budget():
+    """Must-show of ``loupe compare``: the default run (6 methods x budgets 16, 64, 256 x seeds 0-2) in <= 60 min,
+    and every cell's visual tokens, counted by its trained processor on each benchmark size, at or below the budget
+    and equal to what the chooser fitted; the summary reports by how much the largest sits below."""
+    res = json.loads((ROOT / "docs" / "results" / "compare" / "results.json").read_text())
+    cfg = res["config"]
+    assert (cfg["budgets"], cfg["seeds"], len(cfg["arms"])) == ([16, 64, 256], [0, 1, 2], 6)
+    assert res["total_seconds"] <= 60 * 60
+    cells = [c for c in res["cells"] if "error" not in c]
+    assert len(cells) == 6 * 3 * 3
+    for c in cells:
+        by_size = list(c["visual_tokens_by_size"].values())
+        assert max(by_size) <= c["budget"], c["preset"]
+        assert by_size == c["fit"]["counts"], c["preset"]
+    for s in res["summary"]:
+        assert s["below_budget"] == s["budget"] - s["visual_tokens_max"] >= 0
