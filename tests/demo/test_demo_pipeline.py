@@ -250,3 +250,5 @@ def test_convllava_arm_trains_with_its_encoder_frozen_as_its_stage3(tmp_path, mo
             train_arm(preset, model, proc, cfg, tmp_path / preset, tmp_path, [], tmp_path, {"seconds": 0})
     assert seen == {"demo-demo-convllava": ["connector", "language_model"],
                     "demo-demo-lowres": ["connector", "language_model", "vision_tower"]}
+    with pytest.raises(loupe.LoupeError, match=r"frozen_vision: unknown arm\(s\) \['demo-convlava'\]"):
+        DemoConfig(frozen_vision=["demo-convlava"])

@@ -92,7 +92,8 @@ def test_new_spelling_old_spelling_and_round_trip_agree():
 @pytest.mark.parametrize("stage, message", [
     (_stage(objective={"name": "vdim", "n_jitters": "2"}), r"objective\.n_jitters: expected int, got str"),
     (_stage(objective={"name": "vdim", "n_jitters": 0}), r"objective\.n_jitters: .*>= 1"),
-    (_stage(objective={"name": "vdim", "jitters": 2}), r"objective: unknown option\(s\) \['jitters'\] for objective 'vdim'; valid: crf_samples"),
+    (_stage(objective={"name": "vdim", "jitters": 2}),
+     r"objective: unknown option\(s\) \['jitters'\] for objective 'vdim'; valid: crf_samples"),
     (_stage(objective={"name": "vdim", "normalize": "clip2"}), r"objective\.normalize: 'clip2' is not one of"),
     (_stage(objective={"name": "lm", "scale": 1}), r"objective: unknown option\(s\) \['scale'\]"),
     (_stage(objective="dpo"), "unknown objective 'dpo'; registered: "),

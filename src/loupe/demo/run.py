@@ -71,6 +71,9 @@ class DemoConfig:
         bad = [a for a in self.arms if a not in known]
         if bad or not self.arms:
             raise LoupeError(f"unknown demo arm(s) {bad or self.arms}; choose from {known}")
+        bad = [a for a in self.frozen_vision if a not in known]
+        if bad:
+            raise LoupeError(f"demo frozen_vision: unknown arm(s) {bad}; choose from {known}")
 
     @classmethod
     def quick(cls, **kw) -> "DemoConfig":
@@ -182,9 +185,9 @@ def pretrain_connectors(built: dict, skip, cfg: DemoConfig, out: Path, train_rec
 def train_arm(preset: str, model, proc, cfg: DemoConfig, arm_dir: Path, data_root: Path, test_recs: list,
               image_root: Path, pretrain: dict, overrides: dict | None = None, method: str | None = None):
     """Stage 2 for one arm: ``model`` (its encoder already pretrained) saved as the init, trained by the demo recipe
-    (one instruct stage, every part at ``cfg.lr``; the vision tower frozen for ``cfg.frozen_vision``), then evaluated by exact match on ``test_recs``. ``overrides``:
-    the config overrides ``model`` was built with (a fitted configuration), recorded in the recipe. Returns
-    (row, predictions, training seconds)."""
+    (one instruct stage, every part at ``cfg.lr``; the vision tower frozen for ``cfg.frozen_vision``), then evaluated
+    by exact match on ``test_recs``. ``overrides``: the config overrides ``model`` was built with (a fitted
+    configuration), recorded in the recipe. Returns (row, predictions, training seconds)."""
     import loupe
     from ..evaluation.predict import predict
     from ..training import recipe_from_dict, run_recipe
