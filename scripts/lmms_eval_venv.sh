@@ -15,7 +15,7 @@ if [ -f "$V/.loupe-ready" ] && [ "$(cat "$V/.loupe-ready")" = "$WANT" ]; then
 fi
 rm -rf "$V"
 python3 -m venv "$V"
-"$V/bin/pip" install -q --upgrade pip
+"$V/bin/pip" install -q pip==26.3
 "$V/bin/pip" install -q -c "$C" torch==2.13.0 lmms-eval==0.7.3
 "$V/bin/pip" uninstall -q -y torchvision
 "$V/bin/pip" install -q -c "$C" -e "$REPO"
